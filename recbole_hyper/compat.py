@@ -1,0 +1,114 @@
+"""Fixes for running RecBole 1.2.1 on the current PyTorch/NumPy/pandas stack.
+
+RecBole 1.2.1 is the latest release and predates several changes.  What this
+module does, and why:
+
+* **Version guard.**  RecBole's ``Config`` assigns ``np.float_`` and friends,
+  which NumPy 2 removed, and its dataset code relies on pandas 2's
+  ``fillna(..., inplace=True)``, which pandas 3's copy-on-write turns into a
+  no-op.  recbole-hyper therefore requires ``numpy<2`` and ``pandas<3``;
+  :func:`check_stack` says so clearly instead of failing deep inside RecBole.
+* **Checkpoints.**  Since torch 2.6, ``torch.load`` defaults to
+  ``weights_only=True``, which cannot read RecBole checkpoints (they pickle the
+  ``Config`` object with protocol 4).  :func:`load_checkpoint` loads them with
+  ``weights_only=False``; the plugin's trainer uses it for
+  ``load_best_model=True`` and ``resume_checkpoint``.  Only load checkpoints
+  you trust: unpickling can run code.
+* **Anomaly detection.**  Importing ``recbole.model.sequential_recommender``
+  imports RecBole's SINE model, which calls
+  ``torch.autograd.set_detect_anomaly(True)`` at import time and slows every
+  backward pass.  :func:`import_recbole_models` restores the previous setting.
+* **Warnings.**  RecBole's trainer builds ``torch.cuda.amp.GradScaler`` every
+  epoch, which torch deprecates with a FutureWarning; that one message is
+  silenced.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import warnings
+from typing import Any
+
+import torch
+
+__all__ = ["check_stack", "import_recbole_models", "load_checkpoint", "StackError"]
+
+
+class StackError(ImportError):
+    """The installed packages cannot run RecBole 1.2.1."""
+
+
+def _major(version: str) -> int:
+    try:
+        return int(version.split(".")[0])
+    except ValueError:
+        return 0
+
+
+def check_stack() -> None:
+    """Raise :class:`StackError` with the fix when NumPy/pandas are too new."""
+    import numpy
+    import pandas
+
+    problems = []
+    if _major(numpy.__version__) >= 2:
+        problems.append(
+            f"numpy {numpy.__version__} is installed; RecBole 1.2.1 uses aliases "
+            "removed in NumPy 2 (np.float_, np.bool8...)"
+        )
+    if _major(pandas.__version__) >= 3:
+        problems.append(
+            f"pandas {pandas.__version__} is installed; RecBole 1.2.1's in-place "
+            "fillna calls silently do nothing under pandas 3"
+        )
+    if problems:
+        raise StackError(
+            "recbole-hyper cannot run RecBole 1.2.1 with this environment:\n  - "
+            + "\n  - ".join(problems)
+            + "\nInstall the supported versions: pip install 'numpy<2' 'pandas<3'"
+        )
+
+
+def import_recbole_models():
+    """Import RecBole's sequential models without leaving anomaly detection on."""
+    name = "recbole.model.sequential_recommender"
+    already = name in sys.modules
+    before = torch.is_anomaly_enabled()
+    module = importlib.import_module(name)
+    # SINE's module switches anomaly detection on when imported.  If it was
+    # imported before us we cannot know the user's choice; the default (off)
+    # is the sensible one, since anomaly mode makes training several times slower.
+    torch.autograd.set_detect_anomaly(False if already else before)
+    return module
+
+
+def load_checkpoint(path, map_location: Any = None) -> dict:
+    """Load a RecBole checkpoint written by the trainer.
+
+    RecBole stores its ``Config`` object in the checkpoint, which torch's
+    ``weights_only`` loader (the default since torch 2.6) refuses, so the file
+    is unpickled in full.  Use it only on checkpoints you trust.
+    """
+    return torch.load(str(path), map_location=map_location, weights_only=False)
+
+
+def silence_known_warnings() -> None:
+    """Silence two warnings RecBole 1.2.1 emits on every run.
+
+    * torch's FutureWarning for ``torch.cuda.amp.GradScaler`` (one per epoch);
+    * pandas 2's FutureWarning for RecBole's chained ``fillna(inplace=True)``
+      (pandas 2 still fills in place; pandas 3, where it would not, is excluded
+      by :func:`check_stack`).
+    """
+    warnings.filterwarnings(
+        "ignore",
+        message=r".*torch\.cuda\.amp\.GradScaler.*is deprecated.*",
+        category=FutureWarning,
+    )
+    warnings.filterwarnings(
+        "ignore",
+        message=r"A value is trying to be set on a copy of a DataFrame or Series",
+        category=FutureWarning,
+        module=r"recbole\.",
+    )

@@ -1,0 +1,176 @@
+"""Configuration the RecBole way, with the plugin's yaml defaults.
+
+RecBole's ``Config`` reads default yaml files only from its own package.  The
+plugin ships its defaults in ``properties/``:
+
+* ``properties/overall.yaml``: the evaluation protocol shared by the papers;
+* ``properties/model/<Model>.yaml``: each model's defaults;
+* ``properties/dataset/<dataset>.yaml``: dataset settings (columns, filters,
+  sequence length);
+* ``properties/model/<Model>/<dataset>.yaml``: a model's settings for one
+  dataset (e.g. Mamba4Rec's dropout 0.4 on Amazon).
+
+Precedence, lowest first: RecBole's own files < the plugin's overall < model <
+dataset < model-on-dataset < your config files < ``config_dict`` < command line.
+
+Two entry points use them:
+
+* :func:`install_config_hook` extends ``Config._load_internal_config_dict``
+  (the hook RecBole uses to read defaults), so a stock pipeline such as
+  ``recbole.quick_start.run_recbole(model='Mamba4Rec', ...)`` gets the plugin
+  defaults for the plugin's models after ``import recbole_hyper``;
+* :class:`HyperConfig`, used by ``run_recbole_hyper.py``, applies the overall
+  and dataset files to every model (RecBole's baselines included, so they are
+  evaluated under the same protocol) and checks the configuration before any
+  data is loaded.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import List, Optional
+
+from recbole.config import Config
+
+__all__ = [
+    "HyperConfig",
+    "DatasetNotFoundError",
+    "properties_dir",
+    "plugin_yaml_files",
+    "install_config_hook",
+    "check_dataset_exists",
+]
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """The dataset's atomic files are not where the configuration points."""
+
+
+def properties_dir() -> Path:
+    """Folder of the plugin's yaml defaults, in an installed wheel or a checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "properties", here.parent / "properties"):
+        if (candidate / "model").is_dir():
+            return candidate
+    raise FileNotFoundError(
+        "recbole_hyper's properties/ folder is missing; reinstall the package "
+        "(pip install recbole-hyper, or pip install -e . from a checkout)."
+    )
+
+
+def plugin_yaml_files(model: str, dataset: str, include_model: bool = True) -> List[Path]:
+    """The plugin's default files for (model, dataset), lowest precedence first."""
+    root = properties_dir()
+    files = [root / "overall.yaml"]
+    if include_model:
+        files.append(root / "model" / f"{model}.yaml")
+    files.append(root / "dataset" / f"{dataset}.yaml")
+    if include_model:
+        files.append(root / "model" / model / f"{dataset}.yaml")
+    return [f for f in files if f.is_file()]
+
+
+_DEFAULT_NEG_SAMPLING = {
+    "distribution": "uniform",
+    "sample_num": 1,
+    "alpha": 1.0,
+    "dynamic": False,
+    "candidate_num": 0,
+}
+
+
+def _load_plugin_defaults(config: Config, model: str, dataset: str, include_model: bool) -> None:
+    for path in plugin_yaml_files(model, dataset, include_model):
+        loaded = config._update_internal_config_dict(str(path)) or {}
+        if path.parent.name == "dataset":
+            config.parameters["Dataset"] += [
+                k for k in loaded if k not in config.parameters["Dataset"]
+            ]
+    _harmonise_negative_sampling(config)
+
+
+def _harmonise_negative_sampling(config: Config) -> None:
+    """Match the default ``train_neg_sample_args`` to the loss.
+
+    RecBole raises for CE with negative sampling and its defaults always
+    sample; a user who switches ``loss_type`` should not also have to know
+    about this key.  An explicit user setting is kept as is.
+    """
+    if "train_neg_sample_args" in config.external_config_dict:
+        return
+    internal = config.internal_config_dict
+    loss = config.external_config_dict.get("loss_type", internal.get("loss_type"))
+    if loss == "CE":
+        internal["train_neg_sample_args"] = None
+    elif loss == "BPR" and internal.get("train_neg_sample_args") is None:
+        internal["train_neg_sample_args"] = dict(_DEFAULT_NEG_SAMPLING)
+
+
+def check_dataset_exists(config_like, dataset: str, data_path: Optional[str]) -> None:
+    """Fail early, with the fix, when a dataset's atomic files are missing.
+
+    RecBole would otherwise try to download it (and, offline, fail late and
+    obscurely).  ``ml-100k`` ships with RecBole.  Set ``allow_download: True``
+    to let RecBole download a dataset it knows.
+    """
+    if dataset == "ml-100k" or config_like.get("allow_download"):
+        return
+    folder = Path(data_path or "dataset/") / dataset
+    inter = folder / f"{dataset}.inter"
+    if inter.is_file():
+        return
+    raise DatasetNotFoundError(
+        f"Dataset '{dataset}' not found: expected the atomic file {inter}.\n"
+        f"Point data_path at the folder that contains '{dataset}/' "
+        f"(e.g. --data_path=/path/to/datasets), or set --allow_download=True to let "
+        f"RecBole download a dataset it knows (needs internet access)."
+    )
+
+
+def install_config_hook() -> None:
+    """Make RecBole's ``Config`` read the plugin's yaml for the plugin's models.
+
+    Idempotent.  Only models registered by recbole_hyper are affected, unless
+    the ``Config`` subclass sets ``hyper_defaults_for_all_models``.
+    """
+    if getattr(Config._load_internal_config_dict, "_recbole_hyper", False):
+        return
+    original = Config._load_internal_config_dict
+
+    def _load_internal_config_dict(self, model, model_class, dataset):
+        original(self, model, model_class, dataset)
+        from recbole_hyper.registry import is_plugin_model
+
+        plugin = is_plugin_model(model)
+        if plugin or getattr(self, "hyper_defaults_for_all_models", False):
+            _load_plugin_defaults(self, model, dataset, include_model=plugin)
+            merged = {**self.internal_config_dict, **self.external_config_dict}
+            check_dataset_exists(merged, dataset, merged.get("data_path"))
+
+    _load_internal_config_dict._recbole_hyper = True
+    _load_internal_config_dict.__doc__ = original.__doc__
+    Config._load_internal_config_dict = _load_internal_config_dict
+
+
+class HyperConfig(Config):
+    """``Config`` of the plugin's runner.
+
+    Reads the plugin's defaults for every model and, after the final
+    configuration is known, checks the model's hyperparameters, so invalid
+    values fail before any data is loaded.
+    """
+
+    hyper_defaults_for_all_models = True
+
+    def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None):
+        install_config_hook()
+        super().__init__(model, dataset, config_file_list, config_dict)
+        check = getattr(self.model_class, "check_config", None)
+        if check is not None:
+            check(self)
+        elif self.final_config_dict.get("loss_type") not in (None, "CE", "BPR"):
+            raise ValueError(
+                f"loss_type must be 'CE' or 'BPR' for {self.model}, "
+                f"got {self.final_config_dict['loss_type']!r}."
+            )

@@ -1,0 +1,60 @@
+"""Mamba4Rec's layer: a Mamba block wrapped with dropout, LayerNorm and an FFN.
+
+* one layer in the model: ``H = LayerNorm(Dropout(Mamba(X)))`` (no residual);
+* stacked layers: ``H = LayerNorm(Dropout(Mamba(X)) + X)``;
+* then the position-wise feed-forward block, which models may swap (HyMoERec
+  puts its hybrid mixture of experts there).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from recbole_hyper.layers.ffn import FeedForward
+from recbole_hyper.layers.mamba import Mamba
+
+__all__ = ["MambaLayer"]
+
+
+class MambaLayer(nn.Module):
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int,
+        d_conv: int,
+        expand: int,
+        dropout: float,
+        num_layers: int,
+        ffn: nn.Module = None,
+        mamba: nn.Module = None,
+        scan_backend: str = "auto",
+    ):
+        super().__init__()
+        self.num_layers = num_layers
+        self.mamba = mamba or Mamba(
+            d_model=d_model, d_state=d_state, d_conv=d_conv, expand=expand,
+            scan_backend=scan_backend,
+        )
+        self.dropout = nn.Dropout(dropout)
+        self.LayerNorm = nn.LayerNorm(d_model, eps=1e-12)
+        self.ffn = ffn if ffn is not None else FeedForward(d_model, d_model * 4, dropout)
+
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor = None, positions: torch.Tensor = None
+    ) -> torch.Tensor:
+        """(batch, L, d) -> (batch, L, d), or (batch, d) at ``positions``.
+
+        Everything after the Mamba block is position-wise, so with
+        ``positions`` it runs on one position per row only.
+        """
+        h = self.dropout(self.mamba(x, positions))
+        if positions is not None:
+            rows = torch.arange(x.shape[0], device=x.device)
+            x = x[rows, positions]
+            mask = None if mask is None else mask[rows, positions]
+        if self.num_layers == 1:
+            h = self.LayerNorm(h)
+        else:
+            h = self.LayerNorm(h + x)
+        return self.ffn(h, mask)

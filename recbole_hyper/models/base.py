@@ -1,0 +1,141 @@
+"""What every recbole_hyper model shares: config checks, losses, scoring.
+
+A model implements :meth:`HyperSequentialRecommender.encode`, the sequence
+representation at every position, and (unless it scores by dot product with
+``self.item_embedding``) the scoring hooks.  Training losses, RecBole's
+``predict`` and ``full_sort_predict`` and the collection of auxiliary loss
+terms live here once.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List
+
+import torch
+import torch.nn as nn
+from recbole.model.abstract_recommender import SequentialRecommender
+from recbole.model.loss import BPRLoss
+
+from recbole_hyper.ops.scan import SCAN_BACKENDS
+from recbole_hyper.params import Param, check_params
+
+__all__ = ["HyperSequentialRecommender", "COMMON_PARAMS", "MAMBA_PARAMS"]
+
+COMMON_PARAMS: Dict[str, Param] = {
+    "hidden_size": Param("int", "embedding and model width", low=1),
+    "loss_type": Param("str", "training loss", choices=("CE", "BPR")),
+    "MAX_ITEM_LIST_LENGTH": Param("int", "longest item sequence", low=1),
+}
+
+MAMBA_PARAMS: Dict[str, Param] = {
+    "num_layers": Param("int", "number of Mamba layers", low=1),
+    "dropout_prob": Param("float", "dropout probability", low=0.0, high=1.0, high_open=True),
+    "d_state": Param("int", "SSM state size N", low=1),
+    "d_conv": Param("int", "causal convolution kernel size", low=1),
+    "expand": Param("int", "inner width ED = expand * hidden_size", low=1),
+    "scan_backend": Param("str", "selective-scan backend", choices=SCAN_BACKENDS),
+    "mamba_native_init": Param(
+        "bool", "keep mamba-ssm's own init inside Mamba blocks", optional=True
+    ),
+}
+
+
+class HyperSequentialRecommender(SequentialRecommender):
+    """Base class of the plugin's sequential recommenders.
+
+    Subclasses set ``hyper_parameters`` (a dict of :class:`Param`) and may
+    override :meth:`check_config` for checks that involve several keys.
+    """
+
+    hyper_parameters: Dict[str, Param] = COMMON_PARAMS
+
+    @classmethod
+    def check_config(cls, config) -> None:
+        """Raise a clear error for invalid hyperparameters (before training)."""
+        check_params(config, cls.hyper_parameters, cls.__name__)
+
+    def __init__(self, config, dataset):
+        type(self).check_config(config)
+        super().__init__(config, dataset)
+        self.hidden_size = config["hidden_size"]
+        self.loss_type = config["loss_type"]
+        self.loss_fct = BPRLoss() if self.loss_type == "BPR" else nn.CrossEntropyLoss()
+
+    # ------------------------------------------------------------------ model
+    def encode(self, item_seq, item_seq_len, positions=None) -> torch.Tensor:
+        """Sequence representation at every position, (batch, L, d).
+
+        With ``positions`` (batch,), only the representation at
+        ``positions[b]`` of each row, (batch, d); models may use this to skip
+        work that no output depends on.
+        """
+        raise NotImplementedError
+
+    def forward(self, item_seq, item_seq_len):
+        """Representation at each sequence's last item, (batch, d).
+
+        Sequences are right-padded, so for these causal models the columns
+        after the longest sequence of the batch cannot change the result and
+        are dropped.
+        """
+        longest = int(item_seq_len.max()) if item_seq.numel() else item_seq.shape[1]
+        item_seq = item_seq[:, : max(1, longest)]
+        return self.encode(item_seq, item_seq_len, positions=item_seq_len - 1)
+
+    # ---------------------------------------------------------------- scoring
+    def item_table(self) -> torch.Tensor:
+        """Item representations used for scoring, (n_items, d)."""
+        return self.item_embedding.weight
+
+    def score_all(self, seq_output: torch.Tensor) -> torch.Tensor:
+        """Scores of every item, (batch, n_items)."""
+        return torch.matmul(seq_output, self.item_table().transpose(0, 1))
+
+    def score_items(self, seq_output: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Scores of one item per row, (batch,)."""
+        return (seq_output * self.item_table()[items]).sum(-1)
+
+    # ----------------------------------------------------------------- losses
+    def aux_losses(self) -> List[torch.Tensor]:
+        """Auxiliary loss terms produced by the last training forward pass.
+
+        Any submodule that sets ``self.aux_loss`` (a scalar tensor) during its
+        forward pass contributes; the value is consumed here.
+        """
+        terms = []
+        for module in self.modules():
+            value = getattr(module, "aux_loss", None)
+            if value is not None:
+                terms.append(value)
+                module.aux_loss = None
+        return terms
+
+    def main_loss(self, interaction, seq_output: torch.Tensor) -> torch.Tensor:
+        pos_items = interaction[self.POS_ITEM_ID]
+        if self.loss_type == "BPR":
+            neg_items = interaction[self.NEG_ITEM_ID]
+            return self.loss_fct(
+                self.score_items(seq_output, pos_items),
+                self.score_items(seq_output, neg_items),
+            )
+        return self.loss_fct(self.score_all(seq_output), pos_items)
+
+    def calculate_loss(self, interaction):
+        """Training loss; a tuple (main, aux...) when auxiliary terms exist.
+
+        RecBole's trainer sums the tuple and logs each part.
+        """
+        seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        loss = self.main_loss(interaction, seq_output)
+        aux = self.aux_losses()
+        return (loss, *aux) if aux else loss
+
+    def predict(self, interaction):
+        seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        self.aux_losses()
+        return self.score_items(seq_output, interaction[self.ITEM_ID])
+
+    def full_sort_predict(self, interaction):
+        seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        self.aux_losses()
+        return self.score_all(seq_output)

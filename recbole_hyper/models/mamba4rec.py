@@ -1,0 +1,89 @@
+"""Mamba4Rec (Liu et al., 2024): selective state spaces for next-item prediction.
+
+Method, as in the authors' released RecBole code:
+
+1. Item embeddings, dropout, then LayerNorm; no positional embedding (the
+   recurrence is order-aware by itself).
+2. ``num_layers`` Mamba layers; each is a Mamba-1 block, dropout and LayerNorm
+   (with a residual connection only when layers are stacked), followed by a
+   position-wise feed-forward block.
+3. The representation at the last item scores every item through the tied
+   item-embedding table; cross-entropy over all items (``loss_type: CE``) or
+   BPR with one sampled negative.
+4. Every Linear/Embedding weight is drawn from N(0, 0.02) and every Linear
+   bias is zero, which also overrides Mamba's delta initialisation; the
+   conv, ``A_log`` and ``D`` keep Mamba's init.  ``mamba_native_init: True``
+   keeps mamba-ssm's own initialisation for the whole Mamba block instead.
+"""
+
+from __future__ import annotations
+
+import torch.nn as nn
+
+from recbole_hyper.layers.mamba import Mamba
+from recbole_hyper.layers.mamba_layer import MambaLayer
+from recbole_hyper.models.base import COMMON_PARAMS, MAMBA_PARAMS, HyperSequentialRecommender
+
+__all__ = ["Mamba4Rec"]
+
+
+class Mamba4Rec(HyperSequentialRecommender):
+    hyper_parameters = {**COMMON_PARAMS, **MAMBA_PARAMS}
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.num_layers = config["num_layers"]
+        self.dropout_prob = config["dropout_prob"]
+        self.d_state = config["d_state"]
+        self.d_conv = config["d_conv"]
+        self.expand = config["expand"]
+        self.scan_backend = config["scan_backend"]
+
+        self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
+        self.LayerNorm = nn.LayerNorm(self.hidden_size, eps=1e-12)
+        self.dropout = nn.Dropout(self.dropout_prob)
+        self.mamba_layers = nn.ModuleList(
+            [self.build_layer(config) for _ in range(self.num_layers)]
+        )
+        self.init_weights(bool(config["mamba_native_init"]))
+
+    def build_layer(self, config) -> nn.Module:
+        """One Mamba layer; subclasses change its feed-forward part."""
+        return MambaLayer(
+            d_model=self.hidden_size,
+            d_state=self.d_state,
+            d_conv=self.d_conv,
+            expand=self.expand,
+            dropout=self.dropout_prob,
+            num_layers=self.num_layers,
+            scan_backend=self.scan_backend,
+        )
+
+    def init_weights(self, native_mamba: bool) -> None:
+        self.apply(self._init_module)
+        if native_mamba:
+            for module in self.modules():
+                if isinstance(module, Mamba):
+                    module.reset_parameters()
+
+    @staticmethod
+    def _init_module(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            module.weight.data.normal_(mean=0.0, std=0.02)
+        elif isinstance(module, nn.LayerNorm):
+            module.bias.data.zero_()
+            module.weight.data.fill_(1.0)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            module.bias.data.zero_()
+
+    def embed(self, item_seq):
+        """Input representation of the sequence, (batch, L, d)."""
+        return self.LayerNorm(self.dropout(self.item_embedding(item_seq)))
+
+    def encode(self, item_seq, item_seq_len, positions=None):
+        mask = item_seq > 0
+        x = self.embed(item_seq)
+        last = len(self.mamba_layers) - 1
+        for i, layer in enumerate(self.mamba_layers):
+            x = layer(x, mask, positions if i == last else None)
+        return x

@@ -1,0 +1,438 @@
+"""Selective scan: the S6 recurrence of Mamba-1.
+
+For every batch row ``b``, channel ``d`` and state dimension ``n``::
+
+    h[t] = exp(delta[t] * A[d, n]) * h[t-1] + delta[t] * B[t, n] * u[t]
+    y[t] = sum_n C[t, n] * h[t, n]  (+ D[d] * u[t])  (* silu(z[t]))
+
+Two backends compute it:
+
+* ``cuda``: mamba-ssm's fused kernels (``selective_scan_fn``), used when the
+  package is importable and the tensors live on a CUDA device;
+* ``torch``: our own implementation in plain PyTorch, which runs on CPU and
+  CUDA.  It never materialises a (batch, ED, L, N) tensor: the sequence is
+  processed in cache-sized blocks of (time steps x batch rows), the forward pass
+  keeps only one state per block boundary, and the hand-written backward pass
+  recomputes the states of a block when it needs them.
+
+The public :func:`selective_scan` has the signature, shapes and semantics of
+mamba-ssm's ``selective_scan_fn``.  :func:`selective_scan_time_major` is the
+same computation on time-major tensors, the layout the torch backend works in;
+the Mamba block calls it directly to avoid transposes.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "selective_scan",
+    "selective_scan_time_major",
+    "mamba_ssm_available",
+    "resolve_backend",
+    "SCAN_BACKENDS",
+]
+
+SCAN_BACKENDS = ("auto", "cuda", "torch")
+_LOG2E = 1.4426950408889634
+# Elements of one (time x batch x ED x N) work buffer of the torch backend.
+# About 2 MB in float32: a handful of such buffers stay in the L2/L3 caches.
+_DEFAULT_BLOCK_ELEMS = 1 << 19
+
+_mamba_ssm_fn = None
+_mamba_ssm_checked = False
+
+
+def _load_mamba_ssm():
+    global _mamba_ssm_fn, _mamba_ssm_checked
+    if not _mamba_ssm_checked:
+        _mamba_ssm_checked = True
+        try:
+            from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+        except Exception:  # ImportError, or a broken CUDA build
+            selective_scan_fn = None
+        _mamba_ssm_fn = selective_scan_fn
+    return _mamba_ssm_fn
+
+
+def mamba_ssm_available() -> bool:
+    """Whether mamba-ssm's selective-scan kernels can be imported."""
+    return _load_mamba_ssm() is not None
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """Turn ``auto``/``cuda``/``torch`` into the backend that will run.
+
+    ``auto`` picks mamba-ssm's kernels for CUDA tensors when mamba-ssm is
+    installed and our PyTorch scan otherwise; ``cuda`` insists on the kernels
+    and raises a clear error when they cannot be used.
+    """
+    if backend not in SCAN_BACKENDS:
+        raise ValueError(
+            f"scan_backend must be one of {SCAN_BACKENDS}, got {backend!r}."
+        )
+    on_cuda = torch.device(device).type == "cuda"
+    if backend == "torch":
+        return "torch"
+    if backend == "cuda":
+        if not on_cuda:
+            raise RuntimeError(
+                "scan_backend='cuda' needs the model on a CUDA device; "
+                "use scan_backend='auto' or 'torch' on CPU."
+            )
+        if not mamba_ssm_available():
+            raise RuntimeError(
+                "scan_backend='cuda' needs the mamba-ssm package "
+                "(pip install mamba-ssm causal-conv1d); "
+                "use scan_backend='auto' to fall back to the PyTorch scan."
+            )
+        return "cuda"
+    return "cuda" if on_cuda and mamba_ssm_available() else "torch"
+
+
+def _plan_blocks(L: int, batch: int, row: int, block_elems: int) -> Tuple[int, int]:
+    """Choose (time steps, batch rows) per work block.
+
+    ``row`` is ED * N, the size of one state.  Short time blocks keep the
+    saved boundary states few; small problems use long time blocks so the
+    Python loop does not dominate.
+    """
+    steps = max(1, block_elems // max(1, batch * row))
+    steps = min(L, max(8, min(steps, 64)))
+    rows = max(1, min(batch, block_elems // (steps * row)))
+    return steps, rows
+
+
+def _to_blocks(x: torch.Tensor, rows: int) -> torch.Tensor:
+    """(L, Bt, ...) -> (n_blocks, L, rows, ...), contiguous; pads the batch with zeros.
+
+    Each block of ``rows`` sequences is then contiguous in time-major order,
+    so every (time chunk x block) slice the scan touches is contiguous too.
+    Zero rows are inert: delta = 0 keeps their states and gradients at zero.
+    """
+    L, Bt = x.shape[:2]
+    if rows >= Bt:
+        return x.unsqueeze(0).contiguous()
+    n_blocks = -(-Bt // rows)
+    pad = n_blocks * rows - Bt
+    if pad:
+        x = torch.cat([x, x.new_zeros(L, pad, *x.shape[2:])], dim=1)
+    return x.reshape(L, n_blocks, rows, *x.shape[2:]).transpose(0, 1).contiguous()
+
+
+def _from_blocks(x: torch.Tensor, Bt: int) -> torch.Tensor:
+    """Inverse of :func:`_to_blocks`: (n_blocks, L, rows, ...) -> (L, Bt, ...)."""
+    n_blocks, L, rows = x.shape[:3]
+    if n_blocks == 1:
+        return x[0, :, :Bt]
+    return x.transpose(0, 1).reshape(L, n_blocks * rows, *x.shape[3:])[:, :Bt]
+
+
+def _forward_states(H, dA, h0):
+    """In place: H[t] <- dA[t] * H[t-1] + H[t], with H[-1] = h0 (None = 0)."""
+    prev = h0
+    for H_t, dA_t in zip(H.unbind(0), dA.unbind(0)):
+        if prev is not None:
+            H_t.addcmul_(dA_t, prev)
+        prev = H_t
+
+
+def _contract_n(v, S, out):
+    """out[..., d] = sum_n v[..., n] * S[..., d, n]; v (..., G, N), S (..., G, Dg, N).
+
+    Computed as (1 x N) @ (N x Dg) on the transposed view of S: on CPU this
+    GEMV form is about three times faster than multiply-and-sum.
+    """
+    N, Dg = S.shape[-1], S.shape[-2]
+    torch.bmm(
+        v.reshape(-1, 1, N),
+        S.reshape(-1, Dg, N).transpose(1, 2),
+        out=out.reshape(-1, 1, Dg),
+    )
+
+
+def _contract_d(v, S, out):
+    """out[..., n] = sum_d v[..., d] * S[..., d, n]; v (..., G, Dg), S (..., G, Dg, N)."""
+    N, Dg = S.shape[-1], S.shape[-2]
+    torch.bmm(v.reshape(-1, 1, Dg), S.reshape(-1, Dg, N), out=out.reshape(-1, 1, N))
+
+
+class _SelectiveScanFn(torch.autograd.Function):
+    """The recurrence only: y[t] = C[t] . h[t], time-major, no D/z/bias.
+
+    Shapes: u, delta (L, Bt, G, Dg); A (G, Dg, N); B, C (L, Bt, G, N).
+    Work is done per block of ``rows`` sequences and per chunk of ``steps``
+    time steps; the forward pass keeps the state at each chunk boundary, the
+    backward pass recomputes the states inside a chunk from it.
+    """
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, block_elems, need_last, save):
+        L, Bt, G, Dg = u.shape
+        N = A.shape[-1]
+        steps, rows = _plan_blocks(L, Bt, G * Dg * N, block_elems)
+        n_chunks = (L + steps - 1) // steps
+        A2 = A * _LOG2E  # exp(x) = exp2(x * log2(e)); exp2 is the faster kernel
+        u_b, d_b, B_b, C_b = (_to_blocks(x, rows) for x in (u, delta, B, C))
+        du_b = d_b * u_b
+        n_blocks = u_b.shape[0]
+        y_b = u.new_empty(n_blocks, L, rows, G, Dg)
+        states = u.new_empty(n_blocks, n_chunks - 1, rows, G, Dg, N) if save else None
+        last = u.new_empty(n_blocks, rows, G, Dg, N) if need_last else None
+
+        buf_dA = u.new_empty(steps, rows, G, Dg, N)
+        buf_H = (u.new_empty(steps, rows, G, Dg, N), u.new_empty(steps, rows, G, Dg, N))
+        for i in range(n_blocks):
+            h = None  # state before the current chunk; None means zeros
+            for c in range(n_chunks):
+                t0, t1 = c * steps, min(L, (c + 1) * steps)
+                nt = t1 - t0
+                if states is not None and c > 0:
+                    states[i, c - 1].copy_(h)
+                dA = buf_dA[:nt]
+                torch.mul(d_b[i, t0:t1].unsqueeze(-1), A2, out=dA)
+                dA.exp2_()
+                H = buf_H[c % 2][:nt]
+                torch.mul(du_b[i, t0:t1].unsqueeze(-1), B_b[i, t0:t1].unsqueeze(-2), out=H)
+                _forward_states(H, dA, h)
+                h = H[nt - 1]
+                _contract_n(C_b[i, t0:t1], H, out=y_b[i, t0:t1])
+            if last is not None:
+                last[i].copy_(h)
+
+        y = _from_blocks(y_b, Bt)
+        if save:
+            ctx.save_for_backward(u_b, d_b, A, B_b, C_b, states)
+            ctx.plan = (steps, rows, Bt)
+        if need_last:
+            last = last.reshape(n_blocks * rows, G, Dg, N)[:Bt]
+            ctx.mark_non_differentiable(last)
+            return y, last
+        return y
+
+    @staticmethod
+    def backward(ctx, dy, *unused):
+        u_b, d_b, A, B_b, C_b, states = ctx.saved_tensors
+        steps, rows, Bt = ctx.plan
+        n_blocks, L = u_b.shape[:2]
+        G, Dg, N = A.shape
+        n_chunks = (L + steps - 1) // steps
+        dy_b = _to_blocks(dy, rows)
+        A2 = A * _LOG2E
+        du_b = d_b * u_b
+
+        g_du = torch.empty_like(u_b)
+        g_delta = torch.empty_like(u_b)
+        g_B = torch.empty_like(B_b)
+        g_C = torch.empty_like(C_b)
+        g_A = torch.zeros_like(A)
+
+        buf_dA = u_b.new_empty(steps, rows, G, Dg, N)
+        buf_H = u_b.new_empty(steps, rows, G, Dg, N)
+        buf_G = (u_b.new_empty(steps, rows, G, Dg, N), u_b.new_empty(steps, rows, G, Dg, N))
+        buf_Q = u_b.new_empty(steps, rows, G, Dg, N)
+        for i in range(n_blocks):
+            carry = None  # dA[t1] * grad(h[t1]) from the chunk after this one
+            for c in reversed(range(n_chunks)):
+                t0, t1 = c * steps, min(L, (c + 1) * steps)
+                nt = t1 - t0
+                h0 = states[i, c - 1] if c > 0 else None
+                delta_c, du_c, B_c, dy_c = (
+                    x[i, t0:t1] for x in (d_b, du_b, B_b, dy_b)
+                )
+
+                # Recompute this chunk's decays and states.
+                dA = buf_dA[:nt]
+                torch.mul(delta_c.unsqueeze(-1), A2, out=dA)
+                dA.exp2_()
+                H = buf_H[:nt]
+                torch.mul(du_c.unsqueeze(-1), B_c.unsqueeze(-2), out=H)
+                _forward_states(H, dA, h0)
+
+                # Gradient w.r.t. the states, backwards in time.
+                Gr = buf_G[c % 2][:nt]
+                torch.mul(dy_c.unsqueeze(-1), C_b[i, t0:t1].unsqueeze(-2), out=Gr)
+                if carry is not None:
+                    Gr[nt - 1] += carry
+                G_t, dA_t = Gr.unbind(0), dA.unbind(0)
+                for t in range(nt - 2, -1, -1):
+                    G_t[t].addcmul_(dA_t[t + 1], G_t[t + 1])
+
+                # Contractions over ED or N.
+                _contract_d(dy_c, H, out=g_C[i, t0:t1])
+                _contract_d(du_c, Gr, out=g_B[i, t0:t1])
+                _contract_n(B_c, Gr, out=g_du[i, t0:t1])
+
+                # Q = grad(h[t]) * dA[t] * h[t-1], the gradient of delta[t] * A.
+                Gr.mul_(dA)
+                carry = Gr[0] if c > 0 else None
+                Q = buf_Q[:nt]
+                if nt > 1:
+                    torch.mul(Gr[1:], H[:-1], out=Q[1:])
+                if h0 is not None:
+                    torch.mul(Gr[0], h0, out=Q[0])
+                else:
+                    Q[0].zero_()
+                torch.mul(Q, delta_c.unsqueeze(-1), out=dA)
+                g_A += dA.sum((0, 1))
+                torch.sum(Q.mul_(A), -1, out=g_delta[i, t0:t1])
+
+        g_delta.addcmul_(g_du, u_b)
+        g_u = g_du.mul_(d_b)
+        return (
+            _from_blocks(g_u, Bt),
+            _from_blocks(g_delta, Bt),
+            g_A,
+            _from_blocks(g_B, Bt),
+            _from_blocks(g_C, Bt),
+            None,
+            None,
+            None,
+        )
+
+
+def _check_shapes(u, delta, A, B, C):
+    if u.dim() != 3 or delta.shape != u.shape:
+        raise ValueError(
+            f"u and delta must both have shape (batch, ED, L); got {tuple(u.shape)} "
+            f"and {tuple(delta.shape)}."
+        )
+    if A.dim() != 2 or A.shape[0] != u.shape[1]:
+        raise ValueError(
+            f"A must have shape (ED, N) = ({u.shape[1]}, N); got {tuple(A.shape)}."
+        )
+    if A.is_complex():
+        raise NotImplementedError("Complex A is not supported by recbole_hyper's scan.")
+    for name, m in (("B", B), ("C", C)):
+        if m.dim() not in (3, 4):
+            raise ValueError(
+                f"{name} must have shape (batch, N, L) or (batch, groups, N, L); "
+                f"got {tuple(m.shape)}."
+            )
+        if m.shape[0] != u.shape[0] or m.shape[-1] != u.shape[2] or m.shape[-2] != A.shape[1]:
+            raise ValueError(
+                f"{name} has shape {tuple(m.shape)}, which does not match "
+                f"batch={u.shape[0]}, N={A.shape[1]}, L={u.shape[2]}."
+            )
+        if m.dim() == 4 and u.shape[1] % m.shape[1] != 0:
+            raise ValueError(
+                f"{name} has {m.shape[1]} groups, which do not divide ED={u.shape[1]}."
+            )
+
+
+def selective_scan_time_major(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: Optional[torch.Tensor] = None,
+    z: Optional[torch.Tensor] = None,
+    delta_bias: Optional[torch.Tensor] = None,
+    delta_softplus: bool = False,
+    return_last_state: bool = False,
+    block_elems: int = _DEFAULT_BLOCK_ELEMS,
+):
+    """Selective scan on time-major tensors with the PyTorch backend.
+
+    Shapes: u, delta, z (L, batch, ED); A (ED, N); B, C (L, batch, N) or
+    (L, batch, groups, N); D, delta_bias (ED,).  Returns y of shape
+    (L, batch, ED) and, with ``return_last_state``, the state after the last
+    step, (batch, ED, N).  Half-precision inputs are computed in float32.
+    """
+    L, batch, ED = u.shape
+    N = A.shape[-1]
+    out_dtype = u.dtype
+    compute = torch.promote_types(u.dtype, torch.float32)
+    if B.dim() == 3:
+        B = B.unsqueeze(2)
+    if C.dim() == 3:
+        C = C.unsqueeze(2)
+    G = B.shape[2]
+    if C.shape[2] != G:
+        raise ValueError("B and C must have the same number of groups.")
+    Dg = ED // G
+
+    delta = delta.to(compute)
+    if delta_bias is not None:
+        delta = delta + delta_bias.to(compute)
+    if delta_softplus:
+        delta = F.softplus(delta)
+    uc = u.to(compute)
+    grad = torch.is_grad_enabled() and any(
+        t.requires_grad for t in (u, delta, A, B, C)
+    )
+    res = _SelectiveScanFn.apply(
+        uc.reshape(L, batch, G, Dg).contiguous(),
+        delta.reshape(L, batch, G, Dg).contiguous(),
+        A.to(compute).reshape(G, Dg, N).contiguous(),
+        B.to(compute).contiguous(),
+        C.to(compute).contiguous(),
+        block_elems,
+        return_last_state,
+        grad,
+    )
+    y, last = res if return_last_state else (res, None)
+    y = y.reshape(L, batch, ED)
+    if D is not None:
+        y = y + uc * D.to(compute)
+    if z is not None:
+        y = y * F.silu(z.to(compute))
+    y = y.to(out_dtype)
+    if return_last_state:
+        return y, last.reshape(batch, ED, N)
+    return y
+
+
+def selective_scan(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: Optional[torch.Tensor] = None,
+    z: Optional[torch.Tensor] = None,
+    delta_bias: Optional[torch.Tensor] = None,
+    delta_softplus: bool = False,
+    return_last_state: bool = False,
+    backend: str = "auto",
+):
+    """Selective scan with mamba-ssm's ``selective_scan_fn`` interface.
+
+    Args:
+        u, delta: (batch, ED, L).
+        A: (ED, N), real (the state matrix, usually ``-exp(A_log)``).
+        B, C: (batch, N, L), or (batch, groups, N, L) where groups divides ED.
+        D: optional (ED,) skip weight; z: optional (batch, ED, L) gate, the
+            output is multiplied by ``silu(z)``.
+        delta_bias: optional (ED,) added to delta; ``delta_softplus`` applies
+            softplus to delta (after the bias).
+        return_last_state: also return the final state, (batch, ED, N).
+        backend: ``auto`` (mamba-ssm kernels for CUDA tensors when installed,
+            PyTorch otherwise), ``cuda`` or ``torch``.
+
+    Returns:
+        y of shape (batch, ED, L) in ``u``'s dtype, and the last state when
+        asked for.
+    """
+    _check_shapes(u, delta, A, B, C)
+    if z is not None and z.shape != u.shape:
+        raise ValueError(f"z must have the shape of u {tuple(u.shape)}; got {tuple(z.shape)}.")
+    if resolve_backend(backend, u.device) == "cuda":
+        return _load_mamba_ssm()(
+            u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state
+        )
+    tm = lambda x: None if x is None else x.permute(2, 0, 1)  # (b, d, l) -> (l, b, d)
+    Bt = B.permute(2, 0, 1) if B.dim() == 3 else B.permute(3, 0, 1, 2)
+    Ct = C.permute(2, 0, 1) if C.dim() == 3 else C.permute(3, 0, 1, 2)
+    res = selective_scan_time_major(
+        tm(u), tm(delta), A, Bt, Ct, D, tm(z), delta_bias, delta_softplus, return_last_state
+    )
+    if return_last_state:
+        y, last = res
+        return y.permute(1, 2, 0), last
+    return res.permute(1, 2, 0)

@@ -1,0 +1,239 @@
+"""Training and evaluation entry points, mirroring ``recbole.quick_start``.
+
+``run_recbole_hyper`` is RecBole's ``run_recbole`` pipeline (same datasets,
+samplers, trainer and evaluator) with the plugin's configuration
+(:class:`~recbole_hyper.config.HyperConfig`), early checks of the model name,
+hyperparameters and dataset, and checkpoints that load on current torch.
+It works for the plugin's models and for RecBole's own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from logging import getLogger
+from typing import Dict, List, Optional
+
+import torch
+
+from recbole_hyper.compat import load_checkpoint
+
+__all__ = ["run", "run_recbole_hyper", "load_data_and_model", "main"]
+
+
+def run_recbole_hyper(
+    model: str = None,
+    dataset: str = None,
+    config_file_list: Optional[List[str]] = None,
+    config_dict: Optional[Dict] = None,
+    saved: bool = True,
+    queue=None,
+):
+    """Train, early-stop on validation, and test one model on one dataset.
+
+    Returns a dict with ``best_valid_score``, ``valid_score_bigger``,
+    ``best_valid_result``, ``test_result`` and ``checkpoint`` (the file of the
+    best model, when ``saved``).
+    """
+    from recbole.data import create_dataset, data_preparation
+    from recbole.data.transform import construct_transform
+    from recbole.utils import get_environment, get_flops, get_trainer, init_logger, init_seed, set_color
+
+    from recbole_hyper.config import HyperConfig
+    from recbole_hyper.registry import get_model_class
+    from recbole_hyper.trainer import trainer_class
+
+    model_class = get_model_class(model) if model is not None else None
+    config = HyperConfig(
+        model=model_class,
+        dataset=dataset,
+        config_file_list=config_file_list,
+        config_dict=config_dict,
+    )
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    logger = getLogger()
+    logger.info(sys.argv)
+    logger.info(config)
+
+    dataset_obj = create_dataset(config)
+    logger.info(dataset_obj)
+    train_data, valid_data, test_data = data_preparation(config, dataset_obj)
+
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model_obj = config.model_class(config, train_data._dataset).to(config["device"])
+    logger.info(model_obj)
+
+    try:
+        flops = get_flops(model_obj, dataset_obj, config["device"], logger, construct_transform(config))
+        logger.info(set_color("FLOPs", "blue") + f": {flops}")
+    except Exception as exc:  # FLOPs are informational only
+        logger.warning(f"FLOPs could not be counted: {exc}")
+
+    trainer = trainer_class(get_trainer(config["MODEL_TYPE"], config["model"]))(config, model_obj)
+    best_valid_score, best_valid_result = trainer.fit(
+        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+    )
+    test_result = trainer.evaluate(
+        test_data, load_best_model=saved, show_progress=config["show_progress"]
+    )
+
+    logger.info(
+        "The running environment of this training is as follows:\n"
+        + get_environment(config).draw()
+    )
+    logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
+    logger.info(set_color("test result", "yellow") + f": {test_result}")
+
+    result = {
+        "model": config["model"],
+        "dataset": config["dataset"],
+        "best_valid_score": best_valid_score,
+        "valid_score_bigger": config["valid_metric_bigger"],
+        "best_valid_result": best_valid_result,
+        "test_result": test_result,
+        "checkpoint": trainer.saved_model_file if saved else None,
+    }
+    if not config["single_spec"]:
+        torch.distributed.destroy_process_group()
+    if config["local_rank"] == 0 and queue is not None:
+        queue.put(result)
+    return result
+
+
+def _spawned(rank, model, dataset, config_file_list, config_dict, saved, queue):
+    config_dict = dict(config_dict or {}, local_rank=rank)
+    run_recbole_hyper(model, dataset, config_file_list, config_dict, saved, queue)
+
+
+def run(
+    model: str,
+    dataset: str,
+    config_file_list=None,
+    config_dict=None,
+    saved: bool = True,
+    nproc: int = 1,
+    world_size: int = -1,
+    ip: str = "localhost",
+    port: str = "5678",
+    group_offset: int = 0,
+):
+    """Like ``recbole.quick_start.run``: one process, or ``nproc`` GPU processes."""
+    if nproc == 1 and world_size <= 0:
+        return run_recbole_hyper(model, dataset, config_file_list, config_dict, saved)
+    if nproc < 1:
+        raise ValueError(f"nproc must be >= 1, got {nproc}.")
+    available = torch.cuda.device_count()
+    if available < nproc:
+        raise RuntimeError(
+            f"nproc={nproc} needs {nproc} CUDA GPUs (RecBole's distributed training "
+            f"uses NCCL), but {available} are visible. Run with --nproc=1 on CPU."
+        )
+    import torch.multiprocessing as mp
+
+    config_dict = dict(config_dict or {})
+    config_dict.update(
+        world_size=nproc if world_size == -1 else world_size,
+        ip=ip,
+        port=port,
+        nproc=nproc,
+        offset=group_offset,
+    )
+    config_dict.setdefault("gpu_id", ",".join(str(i) for i in range(nproc)))
+    queue = mp.get_context("spawn").SimpleQueue()
+    mp.spawn(
+        _spawned,
+        args=(model, dataset, config_file_list, config_dict, saved, queue),
+        nprocs=nproc,
+        join=True,
+    )
+    return None if queue.empty() else queue.get()
+
+
+def load_data_and_model(model_file):
+    """Load the data splits and a trained model from a checkpoint.
+
+    The same as ``recbole.quick_start.load_data_and_model``, for checkpoints
+    of any model, on torch versions whose ``torch.load`` defaults to
+    ``weights_only=True``.  Returns (config, model, dataset, train_data,
+    valid_data, test_data).
+    """
+    from recbole.data import create_dataset, data_preparation
+    from recbole.utils import init_logger, init_seed
+
+    from recbole_hyper.registry import get_model_class
+
+    checkpoint = load_checkpoint(model_file)
+    config = checkpoint["config"]
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    logger = getLogger()
+    logger.info(config)
+    dataset = create_dataset(config)
+    logger.info(dataset)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    init_seed(config["seed"], config["reproducibility"])
+    model = get_model_class(config["model"])(config, train_data._dataset).to(config["device"])
+    model.load_state_dict(checkpoint["state_dict"])
+    model.load_other_parameter(checkpoint.get("other_parameter"))
+    return config, model, dataset, train_data, valid_data, test_data
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="run_recbole_hyper.py",
+        description=(
+            "Train and evaluate a recbole-hyper model (or any RecBole model) with "
+            "RecBole's pipeline. Any other --key=value sets that RecBole parameter, "
+            "e.g. --epochs=50 --train_batch_size=512 --data_path=/data."
+        ),
+    )
+    parser.add_argument("--model", "-m", default="Mamba4Rec", help="model name (default: Mamba4Rec)")
+    parser.add_argument("--dataset", "-d", default="ml-100k", help="dataset name (default: ml-100k, bundled with RecBole)")
+    parser.add_argument("--config_files", default=None, help="space-separated yaml files")
+    parser.add_argument("--nproc", type=int, default=1, help="processes for multi-GPU training")
+    parser.add_argument("--ip", default="localhost", help="master address for distributed training")
+    parser.add_argument("--port", default="5678", help="master port for distributed training")
+    parser.add_argument("--world_size", type=int, default=-1, help="total processes over all nodes")
+    parser.add_argument("--group_offset", type=int, default=0, help="rank offset of this node")
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Command-line entry point; returns the process exit code."""
+    from recbole_hyper.config import DatasetNotFoundError
+    from recbole_hyper.params import HyperParameterError
+    from recbole_hyper.registry import UnknownModelError
+
+    argv = sys.argv[1:] if argv is None else argv
+    args, _ = build_parser().parse_known_args(argv)
+    config_files = args.config_files.strip().split(" ") if args.config_files else None
+    try:
+        result = run(
+            args.model,
+            args.dataset,
+            config_file_list=config_files,
+            nproc=args.nproc,
+            world_size=args.world_size,
+            ip=args.ip,
+            port=args.port,
+            group_offset=args.group_offset,
+        )
+    except (UnknownModelError, DatasetNotFoundError, HyperParameterError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if result is not None:
+        print(_summary(result))
+    return 0
+
+
+def _summary(result: Dict) -> str:
+    lines = [f"{result['model']} on {result['dataset']}"]
+    for split in ("best_valid_result", "test_result"):
+        values = result.get(split) or {}
+        name = "valid" if split.startswith("best") else "test"
+        lines.append(f"  {name:5s} " + "  ".join(f"{k}={v:.4f}" for k, v in values.items()))
+    if result.get("checkpoint"):
+        lines.append(f"  checkpoint: {result['checkpoint']}")
+    return "\n".join(lines)

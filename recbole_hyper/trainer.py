@@ -1,0 +1,84 @@
+"""RecBole's trainer, with checkpoints that load on torch >= 2.6 and model hooks.
+
+:class:`HyperTrainer` is RecBole's ``Trainer`` with three changes:
+
+* checkpoints written by training are read back with
+  :func:`recbole_hyper.compat.load_checkpoint`, so ``evaluate(load_best_model=True)``
+  and ``resume_checkpoint`` work with torch's ``weights_only`` default;
+* after every training epoch it calls the model's ``epoch_report()`` if the
+  model has one and logs the returned lines at INFO level (HyMoERec logs its
+  expert load there);
+* the per-epoch ``torch.cuda.amp.GradScaler`` deprecation warning is silenced.
+
+:func:`trainer_class` gives these changes to any RecBole trainer class.
+"""
+
+from __future__ import annotations
+
+from recbole.trainer import Trainer
+from recbole.utils import set_color
+
+from recbole_hyper.compat import load_checkpoint, silence_known_warnings
+
+__all__ = ["HyperTrainerMixin", "HyperTrainer", "trainer_class"]
+
+
+class HyperTrainerMixin:
+    def _load_trained(self, checkpoint_file):
+        checkpoint = load_checkpoint(checkpoint_file, map_location=self.device)
+        self.model.load_state_dict(checkpoint["state_dict"])
+        self.model.load_other_parameter(checkpoint.get("other_parameter"))
+        return checkpoint
+
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        if load_best_model and eval_data:
+            checkpoint_file = model_file or self.saved_model_file
+            self._load_trained(checkpoint_file)
+            self.logger.info(
+                "Loading model structure and parameters from {}".format(checkpoint_file)
+            )
+        return super().evaluate(
+            eval_data, load_best_model=False, model_file=None, show_progress=show_progress
+        )
+
+    def resume_checkpoint(self, resume_file):
+        resume_file = str(resume_file)
+        checkpoint = load_checkpoint(resume_file, map_location=self.device)
+        saved_model = checkpoint["config"]["model"]
+        if saved_model.lower() != self.config["model"].lower():
+            raise ValueError(
+                f"Checkpoint {resume_file} was trained with {saved_model}, "
+                f"not {self.config['model']}."
+            )
+        self.saved_model_file = resume_file
+        self.start_epoch = checkpoint["epoch"] + 1
+        self.cur_step = checkpoint["cur_step"]
+        self.best_valid_score = checkpoint["best_valid_score"]
+        self.model.load_state_dict(checkpoint["state_dict"])
+        self.model.load_other_parameter(checkpoint.get("other_parameter"))
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.logger.info(
+            "Checkpoint loaded. Resume training from epoch {}".format(self.start_epoch)
+        )
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        silence_known_warnings()
+        loss = super()._train_epoch(train_data, epoch_idx, loss_func, show_progress)
+        report = getattr(self.model, "epoch_report", None)
+        if report is not None:
+            for line in report():
+                self.logger.info(set_color(f"epoch {epoch_idx} ", "green") + line)
+        return loss
+
+
+class HyperTrainer(HyperTrainerMixin, Trainer):
+    """RecBole's ``Trainer`` with the plugin's checkpoint loading and hooks."""
+
+
+def trainer_class(base):
+    """``base`` (a RecBole trainer class) with :class:`HyperTrainerMixin`."""
+    if issubclass(base, HyperTrainerMixin):
+        return base
+    if base is Trainer:
+        return HyperTrainer
+    return type(f"Hyper{base.__name__}", (HyperTrainerMixin, base), {})

@@ -1,0 +1,52 @@
+"""recbole-hyper: Mamba, mixture-of-experts and hyperbolic sequential recommenders for RecBole."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+
+setup(
+    name="recbole-hyper",
+    version="0.1.0",
+    description=(
+        "RecBole plugin: Mamba4Rec, HyMoERec, HMamba and HM2Rec sequential recommenders "
+        "with a fast pure-PyTorch selective scan"
+    ),
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.9,<3.12",  # RecBole 1.2.1 needs ray<=2.6.3, which has no wheels for 3.12+
+    packages=find_packages(include=["recbole_hyper", "recbole_hyper.*"])
+    + ["recbole_hyper.properties"],
+    # The yaml defaults live in the top-level properties/ folder (RecBole's
+    # layout); in a wheel they become recbole_hyper/properties/.  An editable
+    # install reads them from the checkout (see recbole_hyper.config.properties_dir).
+    package_dir={"recbole_hyper.properties": "properties"},
+    package_data={
+        "recbole_hyper.properties": ["*.yaml", "model/*.yaml", "model/*/*.yaml", "dataset/*.yaml"]
+    },
+    install_requires=[
+        "recbole==1.2.1",
+        "torch>=2.6",
+        "geoopt>=0.5",
+        "scipy>=1.10",
+        "pyyaml>=6",
+        # RecBole 1.2.1 predates NumPy 2 and pandas 3 (see README, "Supported stack").
+        "numpy>=1.24,<2",
+        "pandas>=2.0,<3",
+        # ray 2.6.3, which recbole.quick_start imports, needs pkg_resources
+        # (removed in setuptools 82); torch needs setuptools>=77.
+        "setuptools>=77,<82",
+    ],
+    extras_require={
+        "test": ["pytest>=7"],
+        "plot": ["matplotlib>=3.7"],
+        "cuda": ["mamba-ssm>=2.2", "causal-conv1d>=1.4"],
+    },
+    entry_points={"console_scripts": ["recbole-hyper=recbole_hyper.quick_start:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)
