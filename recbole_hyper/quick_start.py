@@ -17,7 +17,7 @@ from typing import Dict, List, Optional
 
 import torch
 
-from recbole_hyper.compat import load_checkpoint
+from recbole_hyper.compat import load_checkpoint, tune_allocator
 
 __all__ = ["run", "run_recbole_hyper", "load_data_and_model", "main"]
 
@@ -56,6 +56,8 @@ def run_recbole_hyper(
     logger = getLogger()
     logger.info(sys.argv)
     logger.info(config)
+    if config["tune_malloc"]:
+        tune_allocator()
 
     dataset_obj = create_dataset(config)
     logger.info(dataset_obj)

@@ -188,14 +188,13 @@ class Mamba(nn.Module):
                 rows = torch.arange(y.shape[0], device=y.device)
                 y, z = y[rows, positions], z[rows, positions]
             return self.out_proj(y * F.silu(z))
-        y, z = self._scan_torch(hidden_states)  # (L, batch, ED) each
+        y = self._scan_torch(hidden_states, positions)
         if positions is not None:
-            rows = torch.arange(y.shape[1], device=y.device)
-            return self.out_proj(y[positions, rows] * F.silu(z[positions, rows]))
-        return self.out_proj(y * F.silu(z)).transpose(0, 1)
+            return self.out_proj(y)  # (batch, d_model)
+        return self.out_proj(y).transpose(0, 1)
 
-    def _scan_torch(self, hidden_states):
-        """Time-major SSM output before the gate, and the gate input z."""
+    def _scan_torch(self, hidden_states, positions=None):
+        """Gated SSM output, time-major (L, batch, ED), or (batch, ED) at ``positions``."""
         x = hidden_states.transpose(0, 1)  # (L, batch, d_input)
         xz = self.in_proj(x)
         x, z = xz.chunk(2, dim=-1)
@@ -204,17 +203,21 @@ class Mamba(nn.Module):
         dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
         B, C = self.transform_bc(B, C)
         dt = F.linear(dt, self.dt_proj.weight)  # the bias is added inside the scan
-        y = selective_scan_time_major(
+        if positions is not None:
+            rows = torch.arange(z.shape[1], device=z.device)
+            z = z[positions, rows]
+        return selective_scan_time_major(
             x,
             dt,
             self.state_matrix(),
             B,
             C,
             D=self.D.float(),
+            z=z,
             delta_bias=self.dt_proj.bias.float(),
             delta_softplus=True,
+            positions=positions,
         )
-        return y, z
 
     def _scan_cuda(self, hidden_states):
         """mamba-ssm kernels; returns (batch, L, ED) SSM output and gate input."""

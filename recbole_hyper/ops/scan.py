@@ -42,6 +42,10 @@ _LOG2E = 1.4426950408889634
 # Elements of one (time x batch x ED x N) work buffer of the torch backend.
 # About 2 MB in float32: a handful of such buffers stay in the L2/L3 caches.
 _DEFAULT_BLOCK_ELEMS = 1 << 19
+# Decays below 2**-100 are computed as 2**-100 (and contribute nothing
+# measurable): exp2 of very negative inputs takes a slow path that makes it
+# three times slower, and long-range decays in the parallel form reach them.
+_MIN_LOG2_DECAY = -100.0
 
 _mamba_ssm_fn = None
 _mamba_ssm_checked = False
@@ -295,6 +299,111 @@ class _SelectiveScanFn(torch.autograd.Function):
         )
 
 
+class _ScanAtPositionsFn(torch.autograd.Function):
+    """The scan's output at one position per sequence, in parallel form.
+
+    When only y[p_b] is needed for each sequence b (next-item training and
+    prediction read the last position), unrolling the recurrence gives
+
+        h[p] = sum_{s <= p} exp(A * W[s]) * delta[s] * u[s] * B[s],
+        W[s] = delta[s+1] + ... + delta[p],
+
+    a sum of independent terms: no loop over time, no states to keep for the
+    backward pass (W is a reverse cumulative sum), and about 40% less work
+    than the recurrence.  Shapes as :class:`_SelectiveScanFn`, plus
+    positions (Bt,); returns y (Bt, G, Dg).
+    """
+
+    @staticmethod
+    def _prepare(u, delta, C, positions):
+        L, Bt = u.shape[:2]
+        rows = torch.arange(Bt, device=u.device)
+        mask = torch.arange(L, device=u.device)[:, None] <= positions[None, :]
+        mask = mask.to(u.dtype)[:, :, None, None]  # (L, Bt, 1, 1)
+        dm = delta * mask
+        du = dm * u
+        # W[s] = sum_{r > s} dm[r], accumulated from the end for accuracy.
+        W = dm.flip(0).cumsum(0).flip(0) - dm
+        return rows, mask, dm, du, W, C[positions, rows]
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, positions, block_elems):
+        L, Bt, G, Dg = u.shape
+        N = A.shape[-1]
+        steps, rows = _plan_blocks(L, Bt, G * Dg * N, block_elems)
+        A2 = A * _LOG2E
+        _, _, _, du, W, C_at = _ScanAtPositionsFn._prepare(u, delta, C, positions)
+        W_b, du_b, B_b = (_to_blocks(x, rows) for x in (W, du, B))
+        n_blocks = W_b.shape[0]
+        h = u.new_zeros(n_blocks, rows, G, Dg, N)
+        buf = u.new_empty(steps, rows, G, Dg, N)
+        for i in range(n_blocks):
+            for t0 in range(0, L, steps):
+                t1 = min(L, t0 + steps)
+                E = buf[: t1 - t0]
+                torch.mul(W_b[i, t0:t1].unsqueeze(-1), A2, out=E)
+                E.clamp_(min=_MIN_LOG2_DECAY).exp2_()
+                E.mul_(B_b[i, t0:t1].unsqueeze(-2))
+                E.mul_(du_b[i, t0:t1].unsqueeze(-1))
+                h[i] += E.sum(0)
+        h = h.reshape(n_blocks * rows, G, Dg, N)[:Bt]
+        y = u.new_empty(Bt, G, Dg)
+        _contract_n(C_at, h, out=y)
+        ctx.save_for_backward(u, delta, A, B, C, positions, h)
+        ctx.plan = (steps, rows)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        u, delta, A, B, C, positions, h = ctx.saved_tensors
+        steps, rows = ctx.plan
+        L, Bt, G, Dg = u.shape
+        N = A.shape[-1]
+        dy = dy.contiguous()
+        A2 = A * _LOG2E
+        index, mask, dm, du, W, C_at = _ScanAtPositionsFn._prepare(u, delta, C, positions)
+
+        # y = C_at . h  and  h = sum_s E[s] * du[s] (x) B[s], with E = exp(A W).
+        g_C_at = u.new_empty(Bt, G, N)
+        _contract_d(dy, h, out=g_C_at)
+        CB = B * C_at  # (L, Bt, G, N)
+        dy_du = du * dy  # (L, Bt, G, Dg)
+        W_b, CB_b, dydu_b = (_to_blocks(x, rows) for x in (W, CB, dy_du))
+        WdYdu_b = W_b * dydu_b
+        n_blocks = W_b.shape[0]
+        s_du = torch.empty_like(W_b)  # sum_n E * CB
+        s_B = torch.empty_like(CB_b)  # sum_d E * dy_du
+        s_W = torch.empty_like(W_b)  # sum_n E * A * CB
+        g_A = torch.zeros_like(A)
+        buf_E = u.new_empty(steps, rows, G, Dg, N)
+        buf_T = u.new_empty(steps, rows, G, Dg, N)
+        for i in range(n_blocks):
+            for t0 in range(0, L, steps):
+                t1 = min(L, t0 + steps)
+                E, T = buf_E[: t1 - t0], buf_T[: t1 - t0]
+                torch.mul(W_b[i, t0:t1].unsqueeze(-1), A2, out=E)
+                E.clamp_(min=_MIN_LOG2_DECAY).exp2_()
+                CB_c = CB_b[i, t0:t1]
+                _contract_n(CB_c, E, out=s_du[i, t0:t1])
+                _contract_d(dydu_b[i, t0:t1], E, out=s_B[i, t0:t1])
+                torch.mul(E, A, out=T)
+                _contract_n(CB_c, T, out=s_W[i, t0:t1])
+                torch.mul(E, WdYdu_b[i, t0:t1].unsqueeze(-1), out=T)
+                T.mul_(CB_c.unsqueeze(-2))
+                g_A += T.sum((0, 1))
+
+        g_du = _from_blocks(s_du, Bt) * dy
+        g_B = _from_blocks(s_B, Bt) * C_at
+        g_W = _from_blocks(s_W, Bt) * dy_du
+        # W[s] = sum_{r > s} dm[r]  =>  grad(dm)[r] = sum_{s < r} grad(W)[s].
+        g_dm = g_W.cumsum(0) - g_W + g_du * u
+        g_u = g_du * dm
+        g_delta = g_dm * mask
+        g_C = torch.zeros_like(C)
+        g_C[positions, index] = g_C_at
+        return g_u, g_delta, g_A, g_B, g_C, None, None
+
+
 def _check_shapes(u, delta, A, B, C):
     if u.dim() != 3 or delta.shape != u.shape:
         raise ValueError(
@@ -335,6 +444,7 @@ def selective_scan_time_major(
     delta_bias: Optional[torch.Tensor] = None,
     delta_softplus: bool = False,
     return_last_state: bool = False,
+    positions: Optional[torch.Tensor] = None,
     block_elems: int = _DEFAULT_BLOCK_ELEMS,
 ):
     """Selective scan on time-major tensors with the PyTorch backend.
@@ -343,6 +453,11 @@ def selective_scan_time_major(
     (L, batch, groups, N); D, delta_bias (ED,).  Returns y of shape
     (L, batch, ED) and, with ``return_last_state``, the state after the last
     step, (batch, ED, N).  Half-precision inputs are computed in float32.
+
+    With ``positions`` (batch,) of time indices, only y[positions[b], b] is
+    computed and returned, shape (batch, ED), with the parallel form of
+    :class:`_ScanAtPositionsFn`; ``z`` may then be given at those positions
+    only, (batch, ED).
     """
     L, batch, ED = u.shape
     N = A.shape[-1]
@@ -363,6 +478,28 @@ def selective_scan_time_major(
     if delta_softplus:
         delta = F.softplus(delta)
     uc = u.to(compute)
+    if positions is not None:
+        if return_last_state:
+            raise ValueError("return_last_state and positions cannot be combined.")
+        positions = positions.to(device=u.device, dtype=torch.long)
+        if positions.shape != (batch,) or (positions.numel() and (positions.min() < 0 or positions.max() >= L)):
+            raise ValueError(f"positions must be (batch,) = ({batch},) time indices in [0, {L}).")
+        y = _ScanAtPositionsFn.apply(
+            uc.reshape(L, batch, G, Dg).contiguous(),
+            delta.reshape(L, batch, G, Dg).contiguous(),
+            A.to(compute).reshape(G, Dg, N).contiguous(),
+            B.to(compute).contiguous(),
+            C.to(compute).contiguous(),
+            positions,
+            block_elems,
+        ).reshape(batch, ED)
+        if D is not None:
+            y = y + uc[positions, torch.arange(batch, device=u.device)] * D.to(compute)
+        if z is not None:
+            if z.dim() == 3:
+                z = z[positions, torch.arange(batch, device=u.device)]
+            y = y * F.silu(z.to(compute))
+        return y.to(out_dtype)
     grad = torch.is_grad_enabled() and any(
         t.requires_grad for t in (u, delta, A, B, C)
     )

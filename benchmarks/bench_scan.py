@@ -1,0 +1,283 @@
+"""Speed of the PyTorch selective scan and of a Mamba4Rec training step.
+
+Part 1: forward + backward of ``recbole_hyper.selective_scan`` (torch backend)
+against a naive PyTorch scan that materialises (batch, ED, L, N) tensors and
+lets autograd differentiate the step loop, at Mamba4Rec's shapes (batch 256,
+ED 128, N 32, L 50 and 200).  Also reports the bytes autograd keeps for the
+backward pass.
+
+Part 2: one training step (forward, CE loss over all items, backward, Adam)
+of Mamba4Rec against RecBole's SASRec with its default configuration, same
+batch, same L, same process, measured alternately.
+
+Prints a table and writes JSON (default: benchmarks/results/scan_<device>.json).
+
+    python benchmarks/bench_scan.py              # full run (the naive scan at L=200 takes minutes)
+    python benchmarks/bench_scan.py --quick      # fewer repetitions, no naive L=200
+    python benchmarks/bench_scan.py --device cuda  # also times mamba-ssm's kernels if installed
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import recbole_hyper  # noqa: E402
+from recbole_hyper.compat import tune_allocator  # noqa: E402
+from recbole_hyper.ops.scan import mamba_ssm_available, selective_scan  # noqa: E402
+
+
+def naive_scan(u, delta, A, B, C, D):
+    """The textbook scan: (batch, ED, L, N) decays and inputs, a Python loop over L."""
+    dA = torch.exp(torch.einsum("bdl,dn->bdln", delta, A))
+    dBu = torch.einsum("bdl,bnl,bdl->bdln", delta, B, u)
+    h = u.new_zeros(u.shape[0], u.shape[1], A.shape[1])
+    ys = []
+    for t in range(u.shape[2]):
+        h = dA[:, :, t] * h + dBu[:, :, t]
+        ys.append(torch.einsum("bdn,bn->bd", h, C[:, :, t]))
+    return torch.stack(ys, dim=2) + u * D[None, :, None]
+
+
+def scan_inputs(batch, ED, N, L, device, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g)
+    t = dict(
+        u=r(batch, ED, L),
+        delta=F.softplus(r(batch, ED, L) - 1.0),
+        A=-torch.exp(r(ED, N) * 0.5),
+        B=r(batch, N, L),
+        C=r(batch, N, L),
+        D=torch.ones(ED),
+    )
+    return {k: v.to(device).requires_grad_() for k, v in t.items()}
+
+
+def saved_bytes(fn):
+    """Bytes of the tensors autograd saves for backward while running fn()."""
+    total = 0
+
+    def pack(t):
+        nonlocal total
+        total += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return out, total
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_fwd_bwd(fn, inputs, device, reps):
+    times = []
+    for _ in range(reps):
+        for v in inputs.values():
+            v.grad = None
+        sync(device)
+        start = time.perf_counter()
+        y = fn(**inputs)
+        y.backward(torch.ones_like(y))
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def bench_scan(args, device):
+    rows = []
+    variants = {
+        "ours (torch)": lambda **k: selective_scan(**k, backend="torch"),
+        "naive (materialised)": naive_scan,
+    }
+    if device.type == "cuda" and mamba_ssm_available():
+        variants["mamba-ssm kernels"] = lambda **k: selective_scan(**k, backend="cuda")
+    for L in args.lengths:
+        inputs = scan_inputs(args.batch, args.ed, args.n, L, device)
+        for name, fn in variants.items():
+            naive = name.startswith("naive")
+            if naive and L > args.naive_max_len:
+                continue
+            reps = args.naive_reps if naive else args.reps
+            fn(**inputs)  # warm-up (and allocator growth)
+            _, mem = saved_bytes(lambda: fn(**inputs))
+            times = time_fwd_bwd(fn, inputs, device, reps)
+            rows.append(
+                {
+                    "L": L,
+                    "variant": name,
+                    "median_s": statistics.median(times),
+                    "times_s": times,
+                    "saved_for_backward_MB": mem / 2**20,
+                }
+            )
+            print(f"  scan L={L:4d} {name:22s} median {statistics.median(times):8.3f} s", flush=True)
+    for L in args.lengths:
+        by = {r["variant"]: r for r in rows if r["L"] == L}
+        if "naive (materialised)" in by:
+            by["ours (torch)"]["speedup_vs_naive"] = (
+                by["naive (materialised)"]["median_s"] / by["ours (torch)"]["median_s"]
+            )
+    return rows
+
+
+class _Cfg(dict):
+    def __getitem__(self, key):
+        return self.get(key)
+
+
+class _Data:
+    def __init__(self, n_items):
+        self.n_items = n_items
+
+    def num(self, field):
+        return self.n_items
+
+
+def build_models(L, n_items, device):
+    from recbole.model.sequential_recommender.sasrec import SASRec
+
+    from recbole_hyper.config import properties_dir
+    import yaml
+
+    common = {
+        "USER_ID_FIELD": "user_id",
+        "ITEM_ID_FIELD": "item_id",
+        "LIST_SUFFIX": "_list",
+        "ITEM_LIST_LENGTH_FIELD": "item_length",
+        "NEG_PREFIX": "neg_",
+        "MAX_ITEM_LIST_LENGTH": L,
+        "device": device,
+        "loss_type": "CE",
+    }
+    rb_yaml = Path(sys.modules["recbole"].__file__).parent / "properties" / "model" / "SASRec.yaml"
+    with open(rb_yaml) as f:
+        sas_cfg = yaml.safe_load(f)
+    sas_cfg["layer_norm_eps"] = float(sas_cfg["layer_norm_eps"])
+    with open(properties_dir() / "model" / "Mamba4Rec.yaml") as f:
+        mamba_cfg = yaml.safe_load(f)
+    mamba_cfg.pop("train_neg_sample_args", None)
+    data = _Data(n_items)
+    sas = SASRec(_Cfg({**common, **sas_cfg}), data).to(device)
+    mamba = recbole_hyper.Mamba4Rec(_Cfg({**common, **mamba_cfg}), data).to(device)
+    return {"SASRec": sas, "Mamba4Rec": mamba}, sas_cfg, mamba_cfg
+
+
+def bench_steps(args, device):
+    rows = []
+    for L in args.lengths:
+        models, sas_cfg, mamba_cfg = build_models(L, args.n_items, device)
+        opts = {k: torch.optim.Adam(m.parameters(), lr=1e-3) for k, m in models.items()}
+        g = torch.Generator().manual_seed(1)
+        batch = {
+            "item_id_list": torch.randint(1, args.n_items, (args.batch, L), generator=g).to(device),
+            "item_length": torch.full((args.batch,), L).to(device),
+            "item_id": torch.randint(1, args.n_items, (args.batch,), generator=g).to(device),
+        }
+        times = {k: [] for k in models}
+        for rep in range(args.step_reps + 1):  # the first round is warm-up
+            for name, model in models.items():
+                model.train()
+                sync(device)
+                start = time.perf_counter()
+                opts[name].zero_grad()
+                model.calculate_loss(batch).backward()
+                opts[name].step()
+                sync(device)
+                if rep:
+                    times[name].append(time.perf_counter() - start)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        rows.append(
+            {
+                "L": L,
+                "batch": args.batch,
+                "n_items": args.n_items,
+                "SASRec_median_s": med["SASRec"],
+                "Mamba4Rec_median_s": med["Mamba4Rec"],
+                "ratio_Mamba4Rec_over_SASRec": med["Mamba4Rec"] / med["SASRec"],
+                "SASRec_times_s": times["SASRec"],
+                "Mamba4Rec_times_s": times["Mamba4Rec"],
+            }
+        )
+        print(
+            f"  step L={L:4d} SASRec {med['SASRec']:.3f} s  Mamba4Rec {med['Mamba4Rec']:.3f} s  "
+            f"ratio {med['Mamba4Rec'] / med['SASRec']:.2f}",
+            flush=True,
+        )
+    return rows
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--ed", type=int, default=128)
+    parser.add_argument("--n", type=int, default=32)
+    parser.add_argument("--lengths", type=int, nargs="+", default=[50, 200])
+    parser.add_argument("--n-items", type=int, default=3707, help="items scored by the CE loss (ML-1M: 3707)")
+    parser.add_argument("--reps", type=int, default=9)
+    parser.add_argument("--naive-reps", type=int, default=3)
+    parser.add_argument("--naive-max-len", type=int, default=200)
+    parser.add_argument("--step-reps", type=int, default=9)
+    parser.add_argument("--quick", action="store_true", help="3 repetitions, naive scan only at L<=50")
+    parser.add_argument("--no-tune-malloc", action="store_true")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    if args.quick:
+        args.reps = args.step_reps = 3
+        args.naive_reps = 1
+        args.naive_max_len = 50
+    device = torch.device(args.device)
+    tuned = False if args.no_tune_malloc else tune_allocator()
+
+    print(f"selective scan, batch {args.batch}, ED {args.ed}, N {args.n}, device {device}")
+    scan_rows = bench_scan(args, device)
+    print(f"training step, batch {args.batch}, {args.n_items} items")
+    step_rows = bench_steps(args, device)
+
+    print("\n| L | variant | fwd+bwd median (s) | saved for backward (MB) | speed-up vs naive |")
+    print("|---:|---|---:|---:|---:|")
+    for r in scan_rows:
+        sp = r.get("speedup_vs_naive")
+        print(
+            f"| {r['L']} | {r['variant']} | {r['median_s']:.3f} | {r['saved_for_backward_MB']:.0f} | "
+            + (f"{sp:.1f}x" if sp else "")
+            + " |"
+        )
+    print("\n| L | SASRec step (s) | Mamba4Rec step (s) | Mamba4Rec / SASRec |")
+    print("|---:|---:|---:|---:|")
+    for r in step_rows:
+        print(
+            f"| {r['L']} | {r['SASRec_median_s']:.3f} | {r['Mamba4Rec_median_s']:.3f} | "
+            f"{r['ratio_Mamba4Rec_over_SASRec']:.2f} |"
+        )
+
+    out = Path(args.out) if args.out else Path(__file__).parent / "results" / f"scan_{device.type}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+        "processor": platform.processor() or platform.machine(),
+        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "malloc_tuned": tuned,
+        "args": vars(args),
+    }
+    out.write_text(json.dumps({"meta": meta, "scan": scan_rows, "step": step_rows}, indent=2))
+    print(f"\nwritten {out}")
+
+
+if __name__ == "__main__":
+    main()
