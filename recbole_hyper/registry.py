@@ -31,6 +31,7 @@ __all__ = [
 # Model name -> module that defines a class of that name.
 MODELS: Dict[str, str] = {
     "Mamba4Rec": "recbole_hyper.models.mamba4rec",
+    "HyMoERec": "recbole_hyper.models.hymoerec",
 }
 
 _RECBOLE_KINDS = (

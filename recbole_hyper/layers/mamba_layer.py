@@ -46,15 +46,26 @@ class MambaLayer(nn.Module):
         """(batch, L, d) -> (batch, L, d), or (batch, d) at ``positions``.
 
         Everything after the Mamba block is position-wise, so with
-        ``positions`` it runs on one position per row only.
+        ``positions`` it runs on one position per row only, unless the
+        feed-forward block needs every token in training (a mixture of
+        experts whose balance term averages over all tokens); then the layer
+        runs at every position and the feed-forward block reads ``positions``.
         """
-        h = self.dropout(self.mamba(x, positions))
-        if positions is not None:
+        all_tokens = (
+            positions is not None
+            and self.training
+            and getattr(self.ffn, "needs_all_positions", False)
+        )
+        at = None if all_tokens else positions
+        h = self.dropout(self.mamba(x, at))
+        if at is not None:
             rows = torch.arange(x.shape[0], device=x.device)
-            x = x[rows, positions]
-            mask = None if mask is None else mask[rows, positions]
+            x = x[rows, at]
+            mask = None if mask is None else mask[rows, at]
         if self.num_layers == 1:
             h = self.LayerNorm(h)
         else:
             h = self.LayerNorm(h + x)
+        if all_tokens:
+            return self.ffn(h, mask, positions)
         return self.ffn(h, mask)

@@ -40,8 +40,8 @@ __all__ = [
 SCAN_BACKENDS = ("auto", "cuda", "torch")
 _LOG2E = 1.4426950408889634
 # Elements of one (time x batch x ED x N) work buffer of the torch backend.
-# About 2 MB in float32: a handful of such buffers stay in the L2/L3 caches.
-_DEFAULT_BLOCK_ELEMS = 1 << 19
+# About 4 MB in float32: the handful of such buffers stays in the L3 cache.
+_DEFAULT_BLOCK_ELEMS = 1 << 20
 # Decays below 2**-100 are computed as 2**-100 (and contribute nothing
 # measurable): exp2 of very negative inputs takes a slow path that makes it
 # three times slower, and long-range decays in the parallel form reach them.
@@ -136,10 +136,30 @@ def _from_blocks(x: torch.Tensor, Bt: int) -> torch.Tensor:
     return x.transpose(0, 1).reshape(L, n_blocks * rows, *x.shape[3:])[:, :Bt]
 
 
-def _forward_states(H, dA, h0):
+class _Buffer:
+    """A (steps, ...) work buffer with its per-step views made once.
+
+    The scan's loops touch one time step at a time; slicing the buffer anew
+    for every step and chunk costs more Python time than some of the
+    arithmetic.
+    """
+
+    def __init__(self, like, *shape):
+        self.data = like.new_empty(*shape)
+        self.steps = self.data.unbind(0)
+        self._first = {}
+
+    def first(self, n):
+        view = self._first.get(n)
+        if view is None:
+            view = self._first[n] = self.data[:n]
+        return view
+
+
+def _forward_states(H_steps, dA_steps, h0):
     """In place: H[t] <- dA[t] * H[t-1] + H[t], with H[-1] = h0 (None = 0)."""
     prev = h0
-    for H_t, dA_t in zip(H.unbind(0), dA.unbind(0)):
+    for H_t, dA_t in zip(H_steps, dA_steps):
         if prev is not None:
             H_t.addcmul_(dA_t, prev)
         prev = H_t
@@ -188,23 +208,24 @@ class _SelectiveScanFn(torch.autograd.Function):
         states = u.new_empty(n_blocks, n_chunks - 1, rows, G, Dg, N) if save else None
         last = u.new_empty(n_blocks, rows, G, Dg, N) if need_last else None
 
-        buf_dA = u.new_empty(steps, rows, G, Dg, N)
-        buf_H = (u.new_empty(steps, rows, G, Dg, N), u.new_empty(steps, rows, G, Dg, N))
+        buf_dA = _Buffer(u, steps, rows, G, Dg, N)
+        buf_H = (_Buffer(u, steps, rows, G, Dg, N), _Buffer(u, steps, rows, G, Dg, N))
         for i in range(n_blocks):
             h = None  # state before the current chunk; None means zeros
+            d_i, du_i, B_i, C_i, y_i = d_b[i], du_b[i], B_b[i], C_b[i], y_b[i]
             for c in range(n_chunks):
                 t0, t1 = c * steps, min(L, (c + 1) * steps)
                 nt = t1 - t0
                 if states is not None and c > 0:
                     states[i, c - 1].copy_(h)
-                dA = buf_dA[:nt]
-                torch.mul(d_b[i, t0:t1].unsqueeze(-1), A2, out=dA)
+                dA = buf_dA.first(nt)
+                torch.mul(d_i[t0:t1].unsqueeze(-1), A2, out=dA)
                 dA.exp2_()
-                H = buf_H[c % 2][:nt]
-                torch.mul(du_b[i, t0:t1].unsqueeze(-1), B_b[i, t0:t1].unsqueeze(-2), out=H)
-                _forward_states(H, dA, h)
-                h = H[nt - 1]
-                _contract_n(C_b[i, t0:t1], H, out=y_b[i, t0:t1])
+                H = buf_H[c % 2].first(nt)
+                torch.mul(du_i[t0:t1].unsqueeze(-1), B_i[t0:t1].unsqueeze(-2), out=H)
+                _forward_states(buf_H[c % 2].steps[:nt], buf_dA.steps[:nt], h)
+                h = buf_H[c % 2].steps[nt - 1]
+                _contract_n(C_i[t0:t1], H, out=y_i[t0:t1])
             if last is not None:
                 last[i].copy_(h)
 
@@ -235,34 +256,33 @@ class _SelectiveScanFn(torch.autograd.Function):
         g_C = torch.empty_like(C_b)
         g_A = torch.zeros_like(A)
 
-        buf_dA = u_b.new_empty(steps, rows, G, Dg, N)
-        buf_H = u_b.new_empty(steps, rows, G, Dg, N)
-        buf_G = (u_b.new_empty(steps, rows, G, Dg, N), u_b.new_empty(steps, rows, G, Dg, N))
-        buf_Q = u_b.new_empty(steps, rows, G, Dg, N)
+        buf_dA = _Buffer(u_b, steps, rows, G, Dg, N)
+        buf_H = _Buffer(u_b, steps, rows, G, Dg, N)
+        buf_G = (_Buffer(u_b, steps, rows, G, Dg, N), _Buffer(u_b, steps, rows, G, Dg, N))
+        buf_Q = _Buffer(u_b, steps, rows, G, Dg, N)
+        g_A_part = torch.empty_like(A)
         for i in range(n_blocks):
             carry = None  # dA[t1] * grad(h[t1]) from the chunk after this one
+            d_i, du_i, B_i, C_i, dy_i = d_b[i], du_b[i], B_b[i], C_b[i], dy_b[i]
             for c in reversed(range(n_chunks)):
                 t0, t1 = c * steps, min(L, (c + 1) * steps)
                 nt = t1 - t0
                 h0 = states[i, c - 1] if c > 0 else None
-                delta_c, du_c, B_c, dy_c = (
-                    x[i, t0:t1] for x in (d_b, du_b, B_b, dy_b)
-                )
+                delta_c, du_c, B_c, dy_c = d_i[t0:t1], du_i[t0:t1], B_i[t0:t1], dy_i[t0:t1]
 
                 # Recompute this chunk's decays and states.
-                dA = buf_dA[:nt]
+                dA, dA_t = buf_dA.first(nt), buf_dA.steps
                 torch.mul(delta_c.unsqueeze(-1), A2, out=dA)
                 dA.exp2_()
-                H = buf_H[:nt]
+                H = buf_H.first(nt)
                 torch.mul(du_c.unsqueeze(-1), B_c.unsqueeze(-2), out=H)
-                _forward_states(H, dA, h0)
+                _forward_states(buf_H.steps[:nt], dA_t[:nt], h0)
 
                 # Gradient w.r.t. the states, backwards in time.
-                Gr = buf_G[c % 2][:nt]
-                torch.mul(dy_c.unsqueeze(-1), C_b[i, t0:t1].unsqueeze(-2), out=Gr)
+                Gr, G_t = buf_G[c % 2].first(nt), buf_G[c % 2].steps
+                torch.mul(dy_c.unsqueeze(-1), C_i[t0:t1].unsqueeze(-2), out=Gr)
                 if carry is not None:
-                    Gr[nt - 1] += carry
-                G_t, dA_t = Gr.unbind(0), dA.unbind(0)
+                    G_t[nt - 1].add_(carry)
                 for t in range(nt - 2, -1, -1):
                     G_t[t].addcmul_(dA_t[t + 1], G_t[t + 1])
 
@@ -273,16 +293,16 @@ class _SelectiveScanFn(torch.autograd.Function):
 
                 # Q = grad(h[t]) * dA[t] * h[t-1], the gradient of delta[t] * A.
                 Gr.mul_(dA)
-                carry = Gr[0] if c > 0 else None
-                Q = buf_Q[:nt]
+                carry = G_t[0] if c > 0 else None
+                Q = buf_Q.first(nt)
                 if nt > 1:
                     torch.mul(Gr[1:], H[:-1], out=Q[1:])
                 if h0 is not None:
-                    torch.mul(Gr[0], h0, out=Q[0])
+                    torch.mul(G_t[0], h0, out=buf_Q.steps[0])
                 else:
-                    Q[0].zero_()
+                    buf_Q.steps[0].zero_()
                 torch.mul(Q, delta_c.unsqueeze(-1), out=dA)
-                g_A += dA.sum((0, 1))
+                g_A.add_(torch.sum(dA, (0, 1), out=g_A_part))
                 torch.sum(Q.mul_(A), -1, out=g_delta[i, t0:t1])
 
         g_delta.addcmul_(g_du, u_b)
