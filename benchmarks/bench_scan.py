@@ -97,6 +97,12 @@ def time_fwd_bwd(fn, inputs, device, reps):
 
 
 def bench_scan(args, device):
+    """Time each variant, alternating between them so that all see the same machine load.
+
+    Each round runs the naive scan once (where it is timed) and every other
+    variant ``reps // naive_reps`` times; speed-ups are ratios of medians
+    and the median of the per-round ratios.
+    """
     rows = []
     variants = {
         "ours (torch)": lambda **k: selective_scan(**k, backend="torch"),
@@ -106,30 +112,44 @@ def bench_scan(args, device):
         variants["mamba-ssm kernels"] = lambda **k: selective_scan(**k, backend="cuda")
     for L in args.lengths:
         inputs = scan_inputs(args.batch, args.ed, args.n, L, device)
-        for name, fn in variants.items():
-            naive = name.startswith("naive")
-            if naive and L > args.naive_max_len:
-                continue
-            reps = args.naive_reps if naive else args.reps
+        active = {
+            name: fn
+            for name, fn in variants.items()
+            if not (name.startswith("naive") and L > args.naive_max_len)
+        }
+        mem = {}
+        for name, fn in active.items():
             fn(**inputs)  # warm-up (and allocator growth)
-            _, mem = saved_bytes(lambda: fn(**inputs))
-            times = time_fwd_bwd(fn, inputs, device, reps)
-            rows.append(
-                {
-                    "L": L,
-                    "variant": name,
-                    "median_s": statistics.median(times),
-                    "times_s": times,
-                    "saved_for_backward_MB": mem / 2**20,
-                }
-            )
-            print(f"  scan L={L:4d} {name:22s} median {statistics.median(times):8.3f} s", flush=True)
-    for L in args.lengths:
-        by = {r["variant"]: r for r in rows if r["L"] == L}
-        if "naive (materialised)" in by:
-            by["ours (torch)"]["speedup_vs_naive"] = (
-                by["naive (materialised)"]["median_s"] / by["ours (torch)"]["median_s"]
-            )
+            _, mem[name] = saved_bytes(lambda: fn(**inputs))
+        naive_on = "naive (materialised)" in active
+        rounds = args.naive_reps if naive_on else 1
+        per_round = max(1, args.reps // rounds)
+        times = {name: [] for name in active}
+        round_ratio = []
+        for _ in range(rounds):
+            this_round = {}
+            for name, fn in active.items():
+                reps = 1 if name.startswith("naive") else per_round
+                t = time_fwd_bwd(fn, inputs, device, reps)
+                times[name] += t
+                this_round[name] = statistics.median(t)
+            if naive_on:
+                round_ratio.append(this_round["naive (materialised)"] / this_round["ours (torch)"])
+        for name in active:
+            row = {
+                "L": L,
+                "variant": name,
+                "median_s": statistics.median(times[name]),
+                "times_s": times[name],
+                "saved_for_backward_MB": mem[name] / 2**20,
+            }
+            rows.append(row)
+            print(f"  scan L={L:4d} {name:22s} median {row['median_s']:8.3f} s", flush=True)
+        if naive_on:
+            ours = next(r for r in rows if r["L"] == L and r["variant"] == "ours (torch)")
+            naive = next(r for r in rows if r["L"] == L and r["variant"].startswith("naive"))
+            ours["speedup_vs_naive"] = naive["median_s"] / ours["median_s"]
+            ours["speedup_per_round"] = round_ratio
     return rows
 
 
@@ -227,8 +247,8 @@ def main():
     parser.add_argument("--n", type=int, default=32)
     parser.add_argument("--lengths", type=int, nargs="+", default=[50, 200])
     parser.add_argument("--n-items", type=int, default=3707, help="items scored by the CE loss (ML-1M: 3707)")
-    parser.add_argument("--reps", type=int, default=9)
-    parser.add_argument("--naive-reps", type=int, default=3)
+    parser.add_argument("--reps", type=int, default=15)
+    parser.add_argument("--naive-reps", type=int, default=5)
     parser.add_argument("--naive-max-len", type=int, default=200)
     parser.add_argument("--step-reps", type=int, default=9)
     parser.add_argument("--quick", action="store_true", help="3 repetitions, naive scan only at L<=50")

@@ -505,11 +505,11 @@ def selective_scan_time_major(
         if positions.shape != (batch,) or (positions.numel() and (positions.min() < 0 or positions.max() >= L)):
             raise ValueError(f"positions must be (batch,) = ({batch},) time indices in [0, {L}).")
         y = _ScanAtPositionsFn.apply(
-            uc.reshape(L, batch, G, Dg).contiguous(),
-            delta.reshape(L, batch, G, Dg).contiguous(),
+            uc.reshape(L, batch, G, Dg),
+            delta.reshape(L, batch, G, Dg),
             A.to(compute).reshape(G, Dg, N).contiguous(),
-            B.to(compute).contiguous(),
-            C.to(compute).contiguous(),
+            B.to(compute),
+            C.to(compute),
             positions,
             block_elems,
         ).reshape(batch, ED)
@@ -523,12 +523,14 @@ def selective_scan_time_major(
     grad = torch.is_grad_enabled() and any(
         t.requires_grad for t in (u, delta, A, B, C)
     )
+    # No .contiguous() here: the Function copies its inputs into its blocked
+    # layout once, whatever their strides.
     res = _SelectiveScanFn.apply(
-        uc.reshape(L, batch, G, Dg).contiguous(),
-        delta.reshape(L, batch, G, Dg).contiguous(),
+        uc.reshape(L, batch, G, Dg),
+        delta.reshape(L, batch, G, Dg),
         A.to(compute).reshape(G, Dg, N).contiguous(),
-        B.to(compute).contiguous(),
-        C.to(compute).contiguous(),
+        B.to(compute),
+        C.to(compute),
         block_elems,
         return_last_state,
         grad,
