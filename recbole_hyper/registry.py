@@ -32,6 +32,7 @@ __all__ = [
 MODELS: Dict[str, str] = {
     "Mamba4Rec": "recbole_hyper.models.mamba4rec",
     "HyMoERec": "recbole_hyper.models.hymoerec",
+    "HMamba": "recbole_hyper.models.hmamba",
 }
 
 _RECBOLE_KINDS = (

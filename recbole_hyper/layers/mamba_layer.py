@@ -1,7 +1,7 @@
 """Mamba4Rec's layer: a Mamba block wrapped with dropout, LayerNorm and an FFN.
 
 * one layer in the model: ``H = LayerNorm(Dropout(Mamba(X)))`` (no residual);
-* stacked layers: ``H = LayerNorm(Dropout(Mamba(X)) + X)``;
+* stacked layers: ``H = LayerNorm(Dropout(Mamba(X)) + X)`` (``residual``);
 * then the position-wise feed-forward block, which models may swap (HyMoERec
   puts its hybrid mixture of experts there).
 """
@@ -29,9 +29,13 @@ class MambaLayer(nn.Module):
         ffn: nn.Module = None,
         mamba: nn.Module = None,
         scan_backend: str = "auto",
+        residual: bool = None,
     ):
         super().__init__()
         self.num_layers = num_layers
+        # Mamba4Rec: no residual for a single layer; layers whose input width
+        # differs from d_model (HMamba's first layer) cannot have one either.
+        self.residual = num_layers > 1 if residual is None else residual
         self.mamba = mamba or Mamba(
             d_model=d_model, d_state=d_state, d_conv=d_conv, expand=expand,
             scan_backend=scan_backend,
@@ -62,10 +66,7 @@ class MambaLayer(nn.Module):
             rows = torch.arange(x.shape[0], device=x.device)
             x = x[rows, at]
             mask = None if mask is None else mask[rows, at]
-        if self.num_layers == 1:
-            h = self.LayerNorm(h)
-        else:
-            h = self.LayerNorm(h + x)
+        h = self.LayerNorm(h + x) if self.residual else self.LayerNorm(h)
         if all_tokens:
             return self.ffn(h, mask, positions)
         return self.ffn(h, mask)

@@ -1,0 +1,111 @@
+"""Lorentz (hyperboloid) model operations on top of geoopt.
+
+Points of ``H^d_K = {x in R^{d+1} : <x, x>_L = -K, x_0 > 0}`` with the
+Minkowski product ``<x, y>_L = -x_0 y_0 + sum_i x_i y_i``; the origin is
+``o = (sqrt K, 0, ..., 0)`` and the curvature is -1/K.  geoopt's ``Lorentz``
+manifold uses the same convention (its ``k`` is our K), and its functions are
+used wherever they compute what we need: ``expmap0``, ``logmap0``,
+``project`` (re-projection onto the hyperboloid), ``inner``, ``dist`` and
+``lorentz_to_poincare``.  Hand-written code covers only what geoopt has no
+function for; each such place says why.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from geoopt.manifolds.lorentz import math as lmath
+
+__all__ = ["Lorentz", "ARCOSH_EPS"]
+
+# Lower clamp of arcosh's argument (1 + eps); arcosh'(x) = 1 / sqrt(x^2 - 1).
+ARCOSH_EPS = {torch.float16: 1e-3, torch.bfloat16: 1e-2, torch.float32: 1e-7, torch.float64: 1e-15}
+
+
+class Lorentz(nn.Module):
+    """Maps between R^d (tangent space at the origin) and the hyperboloid H^d_K.
+
+    Args:
+        curvature: K > 0 (the sectional curvature is -1/K).
+        learnable: learn K (stored as log K, so it stays positive).
+        max_tangent_norm: tangent vectors are shortened to this norm before
+            ``expmap0``.  cosh/sinh grow like e^r: beyond r ~ 44 the squared
+            coordinates overflow float32, and far earlier the hyperboloid
+            constraint can no longer be represented.  Norms reached in
+            practice are far below the default; the clip only keeps
+            pathological inputs finite.
+    """
+
+    def __init__(self, curvature: float = 1.0, learnable: bool = False, max_tangent_norm: float = 15.0):
+        super().__init__()
+        if curvature <= 0:
+            raise ValueError(f"curvature must be > 0, got {curvature}.")
+        # Kept in float64 whatever the model dtype: K is used cast to the input dtype.
+        log_k = torch.tensor(math.log(curvature), dtype=torch.float64)
+        if learnable:
+            self.log_k = nn.Parameter(log_k)
+        else:
+            self.register_buffer("log_k", log_k)
+        self.max_tangent_norm = float(max_tangent_norm)
+
+    @property
+    def k(self) -> torch.Tensor:
+        """K, as a scalar tensor."""
+        return self.log_k.exp()
+
+    def _k(self, like: torch.Tensor) -> torch.Tensor:
+        return self.k.to(like.dtype)
+
+    def clip_tangent(self, v: torch.Tensor) -> torch.Tensor:
+        """Scale v (..., d) down to norm <= max_tangent_norm (no-op below it)."""
+        norm = v.norm(dim=-1, keepdim=True)
+        scale = torch.clamp(self.max_tangent_norm / norm.clamp_min(1e-30), max=1.0)
+        return v * scale
+
+    def expmap0(self, v: torch.Tensor) -> torch.Tensor:
+        """exp_o((0, v)): R^d -> H^d_K, shape (..., d) -> (..., d + 1)."""
+        u = F.pad(self.clip_tangent(v), (1, 0))
+        return lmath.project(lmath.expmap0(u, k=self._k(u)), k=self._k(u))
+
+    def logmap0(self, x: torch.Tensor) -> torch.Tensor:
+        """log_o(x): H^d_K -> tangent space at o, (..., d + 1) with first coordinate 0."""
+        return lmath.logmap0(x, k=self._k(x))
+
+    def lift(self, h: torch.Tensor) -> torch.Tensor:
+        """The hyperboloid point with spatial part h: (sqrt(K + |h|^2), h)."""
+        return lmath.project(F.pad(h, (1, 0)), k=self._k(h))
+
+    def inner(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """<x, y>_L for matching rows."""
+        return lmath.inner(x, y)
+
+    def neg_inner_all(self, u: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        """-<u_b, p_v>_L for every row u_b (B, d+1) and every point p_v (V, d+1): (B, V).
+
+        geoopt's ``inner`` pairs rows by broadcasting, which for all pairs
+        would build a (B, V, d+1) tensor; the Minkowski product is a
+        sign-flipped dot product, so all pairs are one matrix product.
+        """
+        flipped = torch.cat([u.narrow(-1, 0, 1), -u.narrow(-1, 1, u.shape[-1] - 1)], dim=-1)
+        return flipped @ points.transpose(0, 1)
+
+    def arcosh_argument(self, neg_inner: torch.Tensor, high: float = None) -> torch.Tensor:
+        """-<x, y>_L / K clamped to [1 + eps, high] (eps by dtype)."""
+        theta = neg_inner / self._k(neg_inner)
+        return theta.clamp(min=1.0 + ARCOSH_EPS[theta.dtype], max=high)
+
+    def dist_from_neg_inner(self, neg_inner: torch.Tensor, high: float = None) -> torch.Tensor:
+        """Geodesic distance sqrt(K) arcosh(-<x, y>_L / K) from the Minkowski product."""
+        theta = self.arcosh_argument(neg_inner, high)
+        return self._k(theta).sqrt() * lmath.arcosh(theta)
+
+    def dist(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Geodesic distance between matching rows (geoopt's ``dist``)."""
+        return lmath.dist(x, y, k=self._k(x))
+
+    def to_poincare(self, x: torch.Tensor) -> torch.Tensor:
+        """Hyperboloid -> Poincare ball of radius sqrt(K)."""
+        return lmath.lorentz_to_poincare(x, k=self._k(x))

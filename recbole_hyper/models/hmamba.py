@@ -1,0 +1,196 @@
+"""HMamba (Zhang et al., 2025): hyperbolic Mamba for sequential recommendation.
+
+Lorentz model H^d_K with curvature -1/K (see :mod:`recbole_hyper.layers.lorentz`).
+Method, in the form of the authors' released code:
+
+1. Items are lifted onto the hyperboloid, ``x = exp_o([0; e])``; then
+   dropout and a LayerNorm over the d + 1 coordinates (which leaves the
+   manifold, as in the code) feed a Mamba block whose ``in_proj`` takes
+   d + 1 inputs; Mamba4Rec's wrapper and feed-forward block follow, giving
+   h in R^d at every position.
+2. **Full**: h is re-projected onto the hyperboloid, ``u = (sqrt(K + |h|^2), h)``,
+   and item v is scored by its distance to ``p_v = exp_o([0; E_v])``:
+
+   * ``score: sqdist`` (released code): ``-2 - 2 min(d^2, 30)`` with
+     ``d^2 = K arcosh^2(clamp(-<u, p_v>_L / K, 1 + eps, 10))``, a bounded
+     squared-distance score;
+   * ``score: dist`` (paper): ``-2 sqrt(K) arcosh(-<u, p_v>_L / K)``.
+
+   A regulariser ``norm_reg_weight * mean ||x||_2`` over the lifted inputs is
+   added to the loss (weight 1 in the code).
+3. **Half**: the same encoder, then ``t = log_o(u)`` and dot-product scores
+   ``t . E_v`` (the code's zero-padded item embeddings).
+4. Curvature K = 1 by default (as in the code), optionally learned
+   (``learn_curvature``).  ``curvature_aware_A`` applies the paper's
+   curvature-aware discretisation ``A_bar = exp(delta A K(kappa))`` with
+   ``K(kappa) = diag(sqrt|kappa|, 1, ..., 1)``, kappa = -1/K: the first state
+   dimension's A is scaled by 1/sqrt(K) (the identity at K = 1).
+
+Initialisation as in the code: Full draws the item table from xavier-uniform,
+keeps PyTorch's default Linear weights and zeroes Linear biases; Half uses
+Mamba4Rec's N(0, 0.02).  Defaults reproduce the released Full model
+(dropout 0.1, top-k 10/20/40; see ``properties/model/HMamba.yaml``).
+
+Reconstruction choices ([design], each a key): tangent vectors are clipped to
+``max_tangent_norm`` before ``exp_o`` so that float32 stays finite for any
+embedding norm; with several layers, the first (d + 1 -> d) layer has no
+residual connection.  Full-ranking scores are one matrix product (the
+Minkowski product) plus an elementwise arcosh.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from geoopt.manifolds.lorentz.math import arcosh
+
+from recbole_hyper.layers.lorentz import Lorentz
+from recbole_hyper.layers.mamba import Mamba
+from recbole_hyper.layers.mamba_layer import MambaLayer
+from recbole_hyper.models.base import COMMON_PARAMS, MAMBA_PARAMS, HyperSequentialRecommender
+from recbole_hyper.params import Param
+
+__all__ = ["HMamba", "CurvatureAwareMamba"]
+
+_SQDIST_MAX = 30.0
+_SQDIST_THETA_MAX = 10.0
+
+
+class CurvatureAwareMamba(Mamba):
+    """Mamba whose state matrix is A K(kappa): column 0 scaled by sqrt(|kappa|) = 1/sqrt(K)."""
+
+    def __init__(self, *args, lorentz: Lorentz = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Held without registering it as a submodule: the model owns it.
+        self._lorentz = [lorentz]
+
+    def state_matrix(self) -> torch.Tensor:
+        A = super().state_matrix()
+        scale = torch.ones(A.shape[-1], dtype=A.dtype, device=A.device)
+        scale = torch.cat([self._lorentz[0].k.to(A.dtype).rsqrt().reshape(1), scale[1:]])
+        return A * scale
+
+
+class HMamba(HyperSequentialRecommender):
+    hyper_parameters = {
+        **COMMON_PARAMS,
+        **MAMBA_PARAMS,
+        "variant": Param("str", "Full (distance scores) or Half (dot product)", choices=("full", "half")),
+        "score": Param("str", "Full's score: code's squared distance or paper's distance", choices=("sqdist", "dist")),
+        "curvature": Param("float", "K of the Lorentz model (curvature -1/K)", low=0, low_open=True),
+        "learn_curvature": Param("bool", "learn K"),
+        "curvature_aware_A": Param("bool", "scale A's first state dimension by 1/sqrt(K)"),
+        "norm_reg_weight": Param("float", "weight of mean ||exp_o(e)||", low=0, optional=True),
+        "max_tangent_norm": Param("float", "tangent norm clip before exp_o", low=0, low_open=True),
+    }
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.variant = config["variant"]
+        self.score_form = config["score"]
+        self.num_layers = config["num_layers"]
+        self.dropout_prob = config["dropout_prob"]
+        reg = config["norm_reg_weight"]
+        self.norm_reg_weight = float(reg) if reg is not None else (1.0 if self.variant == "full" else 0.0)
+        d = self.hidden_size
+
+        self.lorentz = Lorentz(
+            config["curvature"], learnable=config["learn_curvature"], max_tangent_norm=config["max_tangent_norm"]
+        )
+        self.item_embedding = nn.Embedding(self.n_items, d, padding_idx=0)
+        self.dropout = nn.Dropout(self.dropout_prob)
+        self.LayerNorm = nn.LayerNorm(d + 1, eps=1e-12)
+        mamba_cls = CurvatureAwareMamba if config["curvature_aware_A"] else Mamba
+        layers = []
+        for i in range(self.num_layers):
+            extra = {"lorentz": self.lorentz} if mamba_cls is CurvatureAwareMamba else {}
+            block = mamba_cls(
+                d_model=d,
+                d_state=config["d_state"],
+                d_conv=config["d_conv"],
+                expand=config["expand"],
+                d_input=d + 1 if i == 0 else d,
+                scan_backend=config["scan_backend"],
+                **extra,
+            )
+            layers.append(
+                MambaLayer(
+                    d_model=d,
+                    d_state=config["d_state"],
+                    d_conv=config["d_conv"],
+                    expand=config["expand"],
+                    dropout=self.dropout_prob,
+                    num_layers=self.num_layers,
+                    mamba=block,
+                    residual=self.num_layers > 1 and i > 0,
+                )
+            )
+        self.mamba_layers = nn.ModuleList(layers)
+        self.aux_loss = None
+        self._init_weights(bool(config["mamba_native_init"]))
+
+    # ------------------------------------------------------------------ init
+    def _init_weights(self, native_mamba: bool) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.LayerNorm):
+                module.weight.data.fill_(1.0)
+                module.bias.data.zero_()
+            if self.variant == "half" and isinstance(module, (nn.Linear, nn.Embedding)):
+                module.weight.data.normal_(0.0, 0.02)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                module.bias.data.zero_()
+        if self.variant == "full":
+            nn.init.xavier_uniform_(self.item_embedding.weight)
+        if native_mamba:
+            for module in self.modules():
+                if isinstance(module, Mamba):
+                    module.reset_parameters()
+
+    # --------------------------------------------------------------- encoder
+    def embed(self, item_seq):
+        x = self.lorentz.expmap0(self.item_embedding(item_seq))
+        if self.training and self.norm_reg_weight > 0:
+            self.aux_loss = self.norm_reg_weight * x.norm(dim=-1).mean()
+        return self.LayerNorm(self.dropout(x))
+
+    def encode(self, item_seq, item_seq_len, positions=None):
+        """h in R^d at every position, (batch, L, d), or (batch, d) at ``positions``."""
+        mask = item_seq > 0
+        x = self.embed(item_seq)
+        last = len(self.mamba_layers) - 1
+        for i, layer in enumerate(self.mamba_layers):
+            x = layer(x, mask, positions if i == last else None)
+        return x
+
+    def forward(self, item_seq, item_seq_len):
+        """Full: the user point u on H^d_K, (batch, d+1); Half: log_o(u), (batch, d)."""
+        return self.readout(super().forward(item_seq, item_seq_len))
+
+    def readout(self, h: torch.Tensor) -> torch.Tensor:
+        u = self.lorentz.lift(h)
+        if self.variant == "full":
+            return u
+        return self.lorentz.logmap0(u)[..., 1:]
+
+    # --------------------------------------------------------------- scoring
+    def item_points(self) -> torch.Tensor:
+        """p_v = exp_o([0; E_v]) for every item, (n_items, d+1)."""
+        return self.lorentz.expmap0(self.item_embedding.weight)
+
+    def _score_from_neg_inner(self, m: torch.Tensor) -> torch.Tensor:
+        if self.score_form == "sqdist":
+            theta = self.lorentz.arcosh_argument(m, high=_SQDIST_THETA_MAX)
+            sq = (self.lorentz.k.to(theta.dtype) * arcosh(theta) ** 2).clamp(max=_SQDIST_MAX)
+            return -2.0 - 2.0 * sq
+        return -2.0 * self.lorentz.dist_from_neg_inner(m)
+
+    def score_all(self, seq_output):
+        if self.variant == "half":
+            return seq_output @ self.item_embedding.weight.transpose(0, 1)
+        return self._score_from_neg_inner(self.lorentz.neg_inner_all(seq_output, self.item_points()))
+
+    def score_items(self, seq_output, items):
+        if self.variant == "half":
+            return (seq_output * self.item_embedding(items)).sum(-1)
+        p = self.lorentz.expmap0(self.item_embedding(items))
+        return self._score_from_neg_inner(-self.lorentz.inner(seq_output, p))
