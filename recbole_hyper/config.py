@@ -88,6 +88,18 @@ def _load_plugin_defaults(config: Config, model: str, dataset: str, include_mode
                 k for k in loaded if k not in config.parameters["Dataset"]
             ]
     _harmonise_negative_sampling(config)
+    _harmonise_full_sequence_batch(config)
+
+
+def _harmonise_full_sequence_batch(config: Config) -> None:
+    """In full_sequence mode a batch holds windows of up to L targets: unless the
+    user set ``train_batch_size``, divide the default by L so that a batch
+    holds about as many targets as an augmented one."""
+    merged = {**config.internal_config_dict, **config.external_config_dict}
+    if merged.get("train_mode") != "full_sequence" or "train_batch_size" in config.external_config_dict:
+        return
+    L = max(1, int(merged.get("MAX_ITEM_LIST_LENGTH") or 1))
+    config.internal_config_dict["train_batch_size"] = max(1, int(merged["train_batch_size"]) // L)
 
 
 def _harmonise_negative_sampling(config: Config) -> None:

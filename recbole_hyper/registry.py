@@ -1,10 +1,12 @@
 """Registration of the plugin's models with RecBole.
 
 RecBole finds a model by name: ``recbole.utils.get_model(name)`` looks for a
-module ``recbole.model.<kind>.<name.lower()>`` and its trainer as
-``recbole.trainer.<Name>Trainer``.  Registering a model places its module in
-``sys.modules`` under that name and sets the trainer attribute, so
-``get_model``, ``run_recbole`` and ``load_data_and_model`` find it.  This
+module ``recbole.model.<kind>.<name.lower()>``, its trainer is
+``recbole.trainer.<Name>Trainer`` and its dataset class
+``recbole.data.dataset.<Name>Dataset`` when they exist.  Registering a model
+places its module in ``sys.modules`` under that name and sets the trainer and
+dataset attributes, so ``get_model``, ``run_recbole`` and
+``load_data_and_model`` find it.  This
 happens when ``recbole_hyper`` is imported (also in processes spawned for
 multi-GPU training).
 
@@ -56,9 +58,11 @@ def plugin_models() -> List[str]:
 
 
 def _register(name: str, module_path: str) -> None:
+    import recbole.data.dataset
     import recbole.trainer
 
     from recbole_hyper.compat import import_recbole_models
+    from recbole_hyper.data import HyperSequentialDataset
     from recbole_hyper.trainer import HyperTrainer
 
     module = importlib.import_module(module_path)
@@ -67,6 +71,7 @@ def _register(name: str, module_path: str) -> None:
     sys.modules[f"{package.__name__}.{name.lower()}"] = module
     setattr(package, name, cls)
     setattr(recbole.trainer, f"{name}Trainer", HyperTrainer)
+    setattr(recbole.data.dataset, f"{name}Dataset", HyperSequentialDataset)
 
 
 def register_all() -> None:

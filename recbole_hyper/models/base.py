@@ -16,6 +16,7 @@ import torch.nn as nn
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.model.loss import BPRLoss
 
+from recbole_hyper.data import TRAIN_MODES, target_field
 from recbole_hyper.ops.scan import SCAN_BACKENDS
 from recbole_hyper.params import Param, check_params
 
@@ -25,7 +26,14 @@ COMMON_PARAMS: Dict[str, Param] = {
     "hidden_size": Param("int", "embedding and model width", low=1),
     "loss_type": Param("str", "training loss", choices=("CE", "BPR")),
     "MAX_ITEM_LIST_LENGTH": Param("int", "longest item sequence", low=1),
+    "train_mode": Param("str", "training examples", choices=TRAIN_MODES, optional=True),
 }
+
+
+def _trim(item_seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Drop the columns after the longest sequence (right padding only)."""
+    longest = int(lengths.max()) if lengths.numel() else item_seq.shape[1]
+    return item_seq[:, : max(1, longest)]
 
 MAMBA_PARAMS: Dict[str, Param] = {
     "num_layers": Param("int", "number of Mamba layers", low=1),
@@ -57,6 +65,8 @@ class HyperSequentialRecommender(SequentialRecommender):
     def __init__(self, config, dataset):
         type(self).check_config(config)
         super().__init__(config, dataset)
+        self.TARGET_SEQ = target_field(config)
+        self.train_mode = config["train_mode"] or "augmented"
         self.hidden_size = config["hidden_size"]
         self.loss_type = config["loss_type"]
         self.loss_fct = BPRLoss() if self.loss_type == "BPR" else nn.CrossEntropyLoss()
@@ -71,6 +81,10 @@ class HyperSequentialRecommender(SequentialRecommender):
         """
         raise NotImplementedError
 
+    def readout(self, h: torch.Tensor) -> torch.Tensor:
+        """Map encoder outputs (..., d) to what the scoring functions take (identity here)."""
+        return h
+
     def forward(self, item_seq, item_seq_len):
         """Representation at each sequence's last item, (batch, d).
 
@@ -78,9 +92,8 @@ class HyperSequentialRecommender(SequentialRecommender):
         after the longest sequence of the batch cannot change the result and
         are dropped.
         """
-        longest = int(item_seq_len.max()) if item_seq.numel() else item_seq.shape[1]
-        item_seq = item_seq[:, : max(1, longest)]
-        return self.encode(item_seq, item_seq_len, positions=item_seq_len - 1)
+        item_seq = _trim(item_seq, item_seq_len)
+        return self.readout(self.encode(item_seq, item_seq_len, positions=item_seq_len - 1))
 
     # ---------------------------------------------------------------- scoring
     def item_table(self) -> torch.Tensor:
@@ -110,23 +123,45 @@ class HyperSequentialRecommender(SequentialRecommender):
                 module.aux_loss = None
         return terms
 
-    def main_loss(self, interaction, seq_output: torch.Tensor) -> torch.Tensor:
-        pos_items = interaction[self.POS_ITEM_ID]
+    def training_pairs(self, interaction):
+        """(outputs, targets, negatives) of every (history -> next item) pair in a batch.
+
+        RecBole's augmented rows give one pair per row (the last position);
+        full-sequence windows (``train_mode: full_sequence``) give one pair per
+        non-padding position.  ``negatives`` are the sampled items for BPR
+        (RecBole's sampler for augmented rows, uniform per position for
+        windows) and None for CE.
+        """
+        targets_seq = interaction[self.TARGET_SEQ] if self.TARGET_SEQ in interaction else None
+        item_seq, lengths = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
+        if targets_seq is None:
+            out = self.forward(item_seq, lengths)
+            targets = interaction[self.POS_ITEM_ID]
+            negatives = interaction[self.NEG_ITEM_ID] if self.loss_type == "BPR" else None
+            return out, targets, negatives
+        item_seq = _trim(item_seq, lengths)
+        targets_seq = targets_seq[:, : item_seq.shape[1]]
+        mask = targets_seq > 0
+        out = self.readout(self.encode(item_seq, lengths)[mask])
+        targets = targets_seq[mask]
+        negatives = None
         if self.loss_type == "BPR":
-            neg_items = interaction[self.NEG_ITEM_ID]
-            return self.loss_fct(
-                self.score_items(seq_output, pos_items),
-                self.score_items(seq_output, neg_items),
-            )
-        return self.loss_fct(self.score_all(seq_output), pos_items)
+            negatives = torch.randint(1, self.n_items, targets.shape, device=targets.device)
+            clash = negatives == targets
+            negatives[clash] = (negatives[clash] % (self.n_items - 1)) + 1
+        return out, targets, negatives
+
+    def main_loss(self, out, targets, negatives=None) -> torch.Tensor:
+        if self.loss_type == "BPR":
+            return self.loss_fct(self.score_items(out, targets), self.score_items(out, negatives))
+        return self.loss_fct(self.score_all(out), targets)
 
     def calculate_loss(self, interaction):
         """Training loss; a tuple (main, aux...) when auxiliary terms exist.
 
         RecBole's trainer sums the tuple and logs each part.
         """
-        seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
-        loss = self.main_loss(interaction, seq_output)
+        loss = self.main_loss(*self.training_pairs(interaction))
         aux = self.aux_losses()
         return (loss, *aux) if aux else loss
 

@@ -162,11 +162,8 @@ class HMamba(HyperSequentialRecommender):
             x = layer(x, mask, positions if i == last else None)
         return x
 
-    def forward(self, item_seq, item_seq_len):
-        """Full: the user point u on H^d_K, (batch, d+1); Half: log_o(u), (batch, d)."""
-        return self.readout(super().forward(item_seq, item_seq_len))
-
     def readout(self, h: torch.Tensor) -> torch.Tensor:
+        """Full: the user point u on H^d_K, (..., d+1); Half: log_o(u), (..., d)."""
         u = self.lorentz.lift(h)
         if self.variant == "full":
             return u

@@ -1,0 +1,159 @@
+"""Full-sequence training covers exactly RecBole's augmented (history -> target) pairs."""
+
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from recbole_hyper.data import target_field, window_rows
+from tests.conftest import prepare
+
+SEQ_LENGTHS = [5, 7, 4, 12, 6, 9]
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory):
+    """Atomic files of a small dataset: a handful of users, positions as timestamps."""
+    root = tmp_path_factory.mktemp("data")
+    folder = root / "tiny"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    lines = ["user_id:token\titem_id:token\ttimestamp:float"]
+    for u, n in enumerate(SEQ_LENGTHS, start=1):
+        items = rng.choice(np.arange(1, 31), size=n, replace=False)
+        lines += [f"u{u}\ti{item}\t{t}" for t, item in enumerate(items, start=1)]
+    (folder / "tiny.inter").write_text("\n".join(lines) + "\n")
+    return str(root)
+
+
+def tiny(model, data_path, **cfg):
+    base = {
+        "data_path": data_path,
+        "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
+        "MAX_ITEM_LIST_LENGTH": 10,
+        "train_batch_size": 4,
+        "dropout_prob": 0.0,
+    }
+    base.update(cfg)
+    return prepare(model, base, dataset="tiny")
+
+
+def pairs(loader, field=None):
+    out = Counter()
+    for batch in loader:
+        seqs, lens = batch["item_id_list"], batch["item_length"]
+        for i in range(len(lens)):
+            n = int(lens[i])
+            if field is None:
+                out[(tuple(seqs[i, :n].tolist()), int(batch["item_id"][i]))] += 1
+            else:
+                for j in range(n):
+                    out[(tuple(seqs[i, : j + 1].tolist()), int(batch[field][i, j]))] += 1
+    return out
+
+
+def test_window_rows():
+    # Two users with 5 and 2 training rows, windows of 2: rows ending windows
+    # are the last of each user and every second one before it.
+    assert window_rows(np.array([1, 1, 1, 1, 1, 2, 2]), 2).tolist() == [0, 2, 4, 6]
+    assert window_rows(np.array([3, 3, 3]), 10).tolist() == [2]
+
+
+def test_same_pairs_as_augmented_for_short_sequences(tiny_dataset):
+    _, _, aug, valid_a, test_a = tiny("Mamba4Rec", tiny_dataset, train_mode="augmented")
+    config, _, full, valid_f, test_f = tiny("Mamba4Rec", tiny_dataset, train_mode="full_sequence")
+    field = target_field(config)
+    assert pairs(full, field) == pairs(aug)
+    assert sum(pairs(aug).values()) == sum(n - 3 for n in SEQ_LENGTHS)  # targets 2..n-2
+    assert len(full.dataset) == len(SEQ_LENGTHS)  # one window per user
+    # Validation and test are RecBole's, unchanged.
+    for a, f in ((valid_a, valid_f), (test_a, test_f)):
+        ia, if_ = a._dataset.inter_feat, f._dataset.inter_feat
+        assert torch.equal(ia["item_id_list"], if_["item_id_list"]) and torch.equal(ia["item_id"], if_["item_id"])
+
+
+def test_every_training_target_once_for_long_sequences(tiny_dataset):
+    _, _, aug, _, _ = tiny("Mamba4Rec", tiny_dataset, train_mode="augmented", MAX_ITEM_LIST_LENGTH=3)
+    config, _, full, _, _ = tiny("Mamba4Rec", tiny_dataset, train_mode="full_sequence", MAX_ITEM_LIST_LENGTH=3)
+    field = target_field(config)
+    targets_aug = Counter(int(t) for b in aug for t in b["item_id"])
+    targets_full = Counter(int(t) for b in full for row in b[field] for t in row if t > 0)
+    assert targets_full == targets_aug
+    # Histories are the windows' prefixes, at most L items, ending right before the target.
+    for (history, target), _ in pairs(full, field).items():
+        assert 1 <= len(history) <= 3
+
+
+@pytest.mark.parametrize("model_name", ["Mamba4Rec", "HyMoERec", "HMamba"])
+def test_summed_loss_is_the_same_in_both_modes(tiny_dataset, model_name):
+    from recbole_hyper.registry import get_model_class
+
+    cls = get_model_class(model_name)
+    sums = {}
+    state = None
+    for mode in ("augmented", "full_sequence"):
+        config, _, train, _, _ = tiny(model_name, tiny_dataset, train_mode=mode)
+        torch.manual_seed(0)
+        model = cls(config, train._dataset)
+        if state is None:
+            state = model.state_dict()
+        model.load_state_dict(state)
+        model.eval()
+        total = torch.zeros((), dtype=torch.float64)
+        with torch.no_grad():
+            for batch in train:
+                out, targets, _ = model.training_pairs(batch)
+                total += F.cross_entropy(model.score_all(out), targets, reduction="sum").double()
+        sums[mode] = total.item()
+    assert sums["augmented"] == pytest.approx(sums["full_sequence"], rel=1e-5)
+
+
+def test_batch_size_default_counts_targets(tiny_dataset, in_tmp):
+    from recbole_hyper.config import HyperConfig
+
+    common = {"data_path": tiny_dataset, "load_col": {"inter": ["user_id", "item_id", "timestamp"]}}
+    config = HyperConfig(
+        model="Mamba4Rec", dataset="tiny",
+        config_dict=dict(common, train_mode="full_sequence", MAX_ITEM_LIST_LENGTH=50),
+    )
+    assert config["train_batch_size"] == 2048 // 50
+    config = HyperConfig(
+        model="Mamba4Rec", dataset="tiny",
+        config_dict=dict(common, train_mode="full_sequence", train_batch_size=16),
+    )
+    assert config["train_batch_size"] == 16
+
+
+@pytest.mark.parametrize("model_name", ["Mamba4Rec", "HyMoERec", "HMamba"])
+@pytest.mark.parametrize("loss_type", ["CE", "BPR"])
+def test_full_sequence_training_reduces_the_loss(model_name, loss_type):
+    from recbole_hyper.registry import get_model_class
+
+    config, _, train, _, _ = prepare(
+        model_name, {"train_mode": "full_sequence", "dropout_prob": 0.0, "loss_type": loss_type}
+    )
+    torch.manual_seed(0)
+    model = get_model_class(model_name)(config, train._dataset)
+    opt = torch.optim.Adam(model.parameters(), lr=0.005)
+    batches = list(train)
+    assert target_field(config) in batches[0]
+
+    def main_loss(b):
+        torch.manual_seed(1)  # the same BPR negatives before and after
+        model.eval()
+        with torch.no_grad():
+            value = model.main_loss(*model.training_pairs(b)).item()
+        model.aux_losses()
+        model.train()
+        return value
+
+    before = main_loss(batches[0])
+    for _ in range(3):
+        for b in batches:
+            opt.zero_grad()
+            out = model.calculate_loss(b)
+            (sum(out) if isinstance(out, tuple) else out).backward()
+            opt.step()
+    assert main_loss(batches[0]) < before * 0.97
