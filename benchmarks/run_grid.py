@@ -1,0 +1,272 @@
+"""Benchmark grid: models x datasets x training modes x seeds, resumable.
+
+Every cell trains one model on one dataset with RecBole's pipeline under the
+papers' protocol (leave-one-out by time, full ranking, early stopping on
+validation NDCG@10) and writes one JSON file; cells whose file exists are
+skipped, so an interrupted grid resumes where it stopped.  Each cell runs in
+its own process.
+
+    python benchmarks/run_grid.py --datasets ml-100k \\
+        --models Mamba4Rec HyMoERec HMamba HM2Rec SASRec GRU4Rec NARM BERT4Rec \\
+        --modes augmented full_sequence --seeds 2020 2021 2022 \\
+        --config benchmarks/configs/cpu.yaml --out benchmarks/results/runs
+
+    python benchmarks/report.py --runs benchmarks/results/runs   # table and plots
+
+``--modes`` applies to the plugin's models; RecBole's baselines always train
+on RecBole's augmented examples (their one mode).  Datasets other than
+ml-100k are read from ``--data_path`` (a folder holding <dataset>/<dataset>.inter).
+A JSON file holds the configuration, the validation NDCG@10 of every epoch
+with its training and evaluation time, the best-validation and test metrics,
+the wall time, and the test NDCG@10 of every user (for paired significance
+tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+PLUGIN_MODELS = ("Mamba4Rec", "HyMoERec", "HMamba", "HM2Rec")
+
+
+def cell_name(model, dataset, mode, seed):
+    return f"{dataset}__{model}__{mode}__seed{seed}.json"
+
+
+def cells(args):
+    for dataset in args.datasets:
+        for model in args.models:
+            modes = args.modes if model in PLUGIN_MODELS else ["augmented"]
+            for mode in modes:
+                for seed in args.seeds:
+                    yield dict(model=model, dataset=dataset, mode=mode, seed=seed)
+
+
+class _Budget(Exception):
+    pass
+
+
+def run_cell(spec: dict) -> dict:
+    """Train and evaluate one cell in this process; returns the result record."""
+    import numpy as np
+    import torch
+    from recbole.data import create_dataset, data_preparation
+    from recbole.evaluator.metrics import NDCG
+    from recbole.utils import get_trainer, init_logger, init_seed
+
+    import recbole_hyper  # noqa: F401
+    from recbole_hyper.compat import tune_allocator
+    from recbole_hyper.config import HyperConfig
+    from recbole_hyper.registry import get_model_class
+    from recbole_hyper.trainer import trainer_class
+
+    torch.set_num_threads(spec.get("threads") or torch.get_num_threads())
+    start = time.time()
+    config_dict = dict(spec.get("overrides") or {})
+    config_dict.update(seed=spec["seed"], show_progress=False, checkpoint_dir=spec["checkpoint_dir"])
+    if spec.get("data_path"):
+        config_dict["data_path"] = spec["data_path"]
+    model_name = spec["model"]
+    if model_name in PLUGIN_MODELS:
+        config_dict["train_mode"] = spec["mode"]
+    model_cls = get_model_class(model_name)
+    config = HyperConfig(
+        model=model_cls,
+        dataset=spec["dataset"],
+        config_file_list=spec.get("config_files") or None,
+        config_dict=config_dict,
+    )
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    if config["tune_malloc"]:
+        tune_allocator()
+    dataset = create_dataset(config)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model = model_cls(config, train_data._dataset).to(config["device"])
+    trainer = trainer_class(get_trainer(config["MODEL_TYPE"], config["model"]))(config, model)
+
+    history = []
+    clock = {"train": 0.0}
+    original_train_epoch = trainer._train_epoch
+
+    def timed_train_epoch(*args, **kwargs):
+        t0 = time.perf_counter()
+        loss = original_train_epoch(*args, **kwargs)
+        clock["train"] = time.perf_counter() - t0
+        clock["eval_start"] = time.perf_counter()
+        clock["loss"] = float(sum(loss) if isinstance(loss, tuple) else loss)
+        return loss
+
+    trainer._train_epoch = timed_train_epoch
+    budget_s = float(spec.get("max_train_minutes") or 0) * 60
+    fit_start = time.perf_counter()
+
+    def on_epoch(epoch, valid_score):
+        history.append(
+            {
+                "epoch": epoch,
+                "valid_ndcg@10": float(valid_score),
+                "train_s": clock["train"],
+                "eval_s": time.perf_counter() - clock["eval_start"],
+                "train_loss": clock["loss"],
+                "elapsed_s": time.perf_counter() - fit_start,
+            }
+        )
+        print(
+            f"    epoch {epoch:3d}  loss {clock['loss']:.4f}  valid NDCG@10 {valid_score:.4f}  "
+            f"train {clock['train']:.1f}s",
+            flush=True,
+        )
+        if budget_s and time.perf_counter() - fit_start > budget_s:
+            raise _Budget()
+
+    stopped_by_budget = False
+    try:
+        trainer.fit(train_data, valid_data, saved=True, show_progress=False, callback_fn=on_epoch)
+    except _Budget:
+        stopped_by_budget = True
+
+    # RecBole's evaluator only returns averages; keep each user's NDCG@10
+    # (computed by RecBole's own NDCG) for paired significance tests.
+    captured = {}
+    original_evaluate = trainer.evaluator.evaluate
+
+    def capture(struct):
+        metric = NDCG(config)
+        captured["ndcg"] = metric.metric_info(*metric.used_info(struct))
+        return original_evaluate(struct)
+
+    trainer.evaluator.evaluate = capture
+    test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
+    trainer.evaluator.evaluate = original_evaluate
+    ndcg10 = captured["ndcg"][:, min(10, captured["ndcg"].shape[1]) - 1]
+    users = test_data._dataset.inter_feat[config["USER_ID_FIELD"]].numpy()
+
+    best = max(history, key=lambda h: h["valid_ndcg@10"]) if history else None
+    return {
+        "model": model_name,
+        "dataset": spec["dataset"],
+        "mode": spec["mode"],
+        "seed": spec["seed"],
+        "train_batch_size": config["train_batch_size"],
+        "MAX_ITEM_LIST_LENGTH": config["MAX_ITEM_LIST_LENGTH"],
+        "epochs_max": config["epochs"],
+        "stopping_step": config["stopping_step"],
+        "n_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "n_train_rows": len(train_data._dataset),
+        "best_valid": {k: float(v) for k, v in (trainer.best_valid_result or {}).items()},
+        "test": {k: float(v) for k, v in test_result.items()},
+        "history": history,
+        "best_epoch": best["epoch"] if best else None,
+        "time_to_best_s": best["elapsed_s"] if best else None,
+        "train_s_per_epoch": float(np.median([h["train_s"] for h in history])) if history else None,
+        "wall_s": time.time() - start,
+        "stopped_by_budget": stopped_by_budget,
+        "per_user_test_ndcg@10": {"user_ids": users.tolist(), "values": ndcg10.astype(float).tolist()},
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def worker_main(spec_path: str, out_path: str) -> int:
+    spec = json.loads(Path(spec_path).read_text())
+    sys.argv = sys.argv[:1]  # RecBole's Config reads --key=value from the command line
+    record = run_cell(spec)
+    tmp = Path(out_path).with_suffix(".tmp")
+    tmp.write_text(json.dumps(record))
+    tmp.replace(out_path)  # a cell counts as done only once its file is complete
+    return 0
+
+
+def fmt_time(seconds):
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--datasets", nargs="+", default=["ml-100k"])
+    parser.add_argument("--models", nargs="+", default=list(PLUGIN_MODELS) + ["SASRec", "GRU4Rec", "NARM", "BERT4Rec"])
+    parser.add_argument("--modes", nargs="+", default=["augmented", "full_sequence"], choices=["augmented", "full_sequence"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[2020, 2021, 2022])
+    parser.add_argument("--data_path", default=None, help="folder holding <dataset>/<dataset>.inter")
+    parser.add_argument("--config", nargs="*", default=[], help="yaml files applied to every cell")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="extra RecBole parameters")
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "runs"))
+    parser.add_argument("--max-train-minutes", type=float, default=0, help="stop a cell's training after this long (0: no limit)")
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--force", action="store_true", help="re-run cells that already have a result")
+    parser.add_argument("--dry-run", action="store_true", help="list the cells and exit")
+    parser.add_argument("--worker", nargs=2, metavar=("SPEC", "OUT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        return worker_main(*args.worker)
+
+    overrides = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    todo = list(cells(args))
+    done = [c for c in todo if (out / cell_name(**c)).exists()]
+    pending = [c for c in todo if args.force or c not in done]
+    print(f"{len(todo)} cells, {len(todo) - len(pending)} already done, {len(pending)} to run -> {out}")
+    if args.dry_run:
+        for c in pending:
+            print("  ", cell_name(**c))
+        return 0
+    durations = []
+    failures = 0
+    for i, c in enumerate(pending, start=1):
+        target = out / cell_name(**c)
+        spec = dict(
+            c,
+            data_path=args.data_path,
+            config_files=[str(Path(p).resolve()) for p in args.config],
+            overrides=overrides,
+            checkpoint_dir=str(out / "checkpoints"),
+            max_train_minutes=args.max_train_minutes,
+            threads=args.threads,
+        )
+        spec_file = out / (target.stem + ".spec")
+        spec_file.write_text(json.dumps(spec))
+        eta = f", about {fmt_time(sum(durations) / len(durations) * (len(pending) - i + 1))} left" if durations else ""
+        print(f"[{i}/{len(pending)}] {c['model']} {c['mode']} seed {c['seed']} on {c['dataset']}{eta}", flush=True)
+        t0 = time.time()
+        proc = subprocess.run(
+            [sys.executable, str(Path(__file__).resolve()), "--worker", str(spec_file), str(target)],
+            cwd=str(out),
+            env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        )
+        spec_file.unlink(missing_ok=True)
+        durations.append(time.time() - t0)
+        if proc.returncode != 0 or not target.exists():
+            failures += 1
+            print(f"    FAILED (exit {proc.returncode}); the cell stays missing", flush=True)
+            continue
+        record = json.loads(target.read_text())
+        print(
+            f"    done in {fmt_time(record['wall_s'])}: test NDCG@10 {record['test'].get('ndcg@10', float('nan')):.4f}"
+            f" HR@10 {record['test'].get('hit@10', float('nan')):.4f} (best epoch {record['best_epoch']})",
+            flush=True,
+        )
+    print(f"finished: {len(pending) - failures} run, {failures} failed")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
