@@ -219,7 +219,7 @@ def main():
             overrides[key] = json.loads(value)
         except json.JSONDecodeError:
             overrides[key] = value
-    out = Path(args.out)
+    out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     todo = list(cells(args))
     done = [c for c in todo if (out / cell_name(**c)).exists()]
