@@ -35,6 +35,7 @@ MODELS: Dict[str, str] = {
     "Mamba4Rec": "recbole_hyper.models.mamba4rec",
     "HyMoERec": "recbole_hyper.models.hymoerec",
     "HMamba": "recbole_hyper.models.hmamba",
+    "HM2Rec": "recbole_hyper.models.hm2rec",
 }
 
 _RECBOLE_KINDS = (

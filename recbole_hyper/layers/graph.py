@@ -1,0 +1,127 @@
+"""User-item graph encoders: LightGCN/HGCF propagation and a variational graph auto-encoder.
+
+* :func:`training_edges` collects the (user, item) pairs of a training split
+  from RecBole's sequential rows (augmented prefixes or full-sequence
+  windows), so validation and test targets never become edges.
+* :func:`normalized_adjacency` builds ``D^-1/2 A D^-1/2`` of the bipartite
+  graph (users first, then items) once, with scipy, as a torch sparse tensor.
+* :class:`GraphPropagation`: ``z^(l+1) = A_hat z^(l)`` for L layers and the
+  skip-sum ``z^(0) + ... + z^(L)`` (LightGCN: no feature transform, no
+  non-linearity).  With a :class:`~recbole_hyper.layers.lorentz.Lorentz`
+  model it is HGCF's hyperbolic version: the node parameters are tangent
+  vectors at the origin, lifted with exp_o and mapped back with log_o,
+  propagated in the tangent space, and the result is lifted again.
+* :class:`VGAE` (Kipf & Welling, 2016) on node features X: one GCN layer each
+  for the mean and the log standard deviation, a reparameterised sample in
+  training and the mean in evaluation, an inner-product decoder, and the loss
+  BCE(observed training edges vs. as many sampled non-edges) + KL.  The
+  N x N reconstruction is never built: only the sampled pairs are decoded.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ["training_edges", "normalized_adjacency", "GraphPropagation", "VGAE"]
+
+
+def training_edges(interaction, uid_field: str, iid_field: str, seq_field: str, extra_fields=()) -> np.ndarray:
+    """Unique (user, item) pairs seen in a training split's rows, shape (E, 2).
+
+    Every item of a row's history, its target and any per-position target
+    field count: together they are exactly the user's training interactions.
+    """
+    users = interaction[uid_field].numpy()
+    pieces_u, pieces_i = [users], [interaction[iid_field].numpy()]
+    for field in (seq_field, *extra_fields):
+        seq = interaction[field].numpy()
+        rows, cols = np.nonzero(seq)
+        pieces_u.append(users[rows])
+        pieces_i.append(seq[rows, cols])
+    pairs = np.stack([np.concatenate(pieces_u), np.concatenate(pieces_i)], axis=1)
+    pairs = pairs[pairs[:, 1] > 0]
+    return np.unique(pairs, axis=0)
+
+
+def normalized_adjacency(edges: np.ndarray, n_users: int, n_items: int) -> torch.Tensor:
+    """D^-1/2 A D^-1/2 of the symmetric bipartite graph, (n_users + n_items)^2, sparse COO."""
+    n = n_users + n_items
+    u, i = edges[:, 0], edges[:, 1] + n_users
+    data = np.ones(2 * len(edges), dtype=np.float64)
+    A = sp.coo_matrix((data, (np.r_[u, i], np.r_[i, u])), shape=(n, n)).tocsr()
+    degree = np.asarray(A.sum(axis=1)).ravel()
+    inv_sqrt = np.zeros_like(degree)
+    nz = degree > 0
+    inv_sqrt[nz] = degree[nz] ** -0.5
+    D = sp.diags(inv_sqrt)
+    norm = (D @ A @ D).tocoo()
+    index = torch.as_tensor(np.vstack([norm.row, norm.col]), dtype=torch.long)
+    values = torch.as_tensor(norm.data, dtype=torch.float32)
+    return torch.sparse_coo_tensor(index, values, (n, n), check_invariants=True).coalesce()
+
+
+class GraphPropagation(nn.Module):
+    """Multi-layer propagation with skip-sum; hyperbolic (HGCF) when given a Lorentz model."""
+
+    def __init__(self, n_layers: int = 2, lorentz: Optional[nn.Module] = None):
+        super().__init__()
+        self.n_layers = n_layers
+        self._lorentz = [lorentz]  # owned by the model, not registered twice
+
+    @property
+    def lorentz(self):
+        return self._lorentz[0]
+
+    def forward(self, adjacency: torch.Tensor, params: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(node points, their tangent vectors at the origin); Euclidean: both the same."""
+        lorentz = self.lorentz
+        z = params if lorentz is None else lorentz.logmap0(lorentz.expmap0(params))[..., 1:]
+        total = z
+        for _ in range(self.n_layers):
+            z = torch.sparse.mm(adjacency, z)
+            total = total + z
+        if lorentz is None:
+            return total, total
+        points = lorentz.expmap0(total)
+        return points, lorentz.logmap0(points)[..., 1:]
+
+
+class VGAE(nn.Module):
+    """Variational graph auto-encoder on node features (nodes, d)."""
+
+    def __init__(self, d_in: int, d_latent: int):
+        super().__init__()
+        self.mu = nn.Linear(d_in, d_latent, bias=False)
+        self.log_sigma = nn.Linear(d_in, d_latent, bias=False)
+
+    def encode(self, adjacency: torch.Tensor, x: torch.Tensor):
+        """(mu, log_sigma) of every node: one GCN layer each, A_hat X W."""
+        both = torch.sparse.mm(adjacency, torch.cat([self.mu(x), self.log_sigma(x)], dim=-1))
+        mu, log_sigma = both.chunk(2, dim=-1)
+        return mu, log_sigma.clamp(-10.0, 10.0)
+
+    @staticmethod
+    def sample(mu: torch.Tensor, log_sigma: torch.Tensor, training: bool) -> torch.Tensor:
+        if not training:
+            return mu
+        return mu + torch.randn_like(mu) * log_sigma.exp()
+
+    @staticmethod
+    def kl(mu: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:
+        """KL(N(mu, sigma^2) || N(0, I)), summed over dimensions, averaged over nodes."""
+        return -0.5 * torch.mean(torch.sum(1 + 2 * log_sigma - mu**2 - torch.exp(2 * log_sigma), dim=-1))
+
+    @staticmethod
+    def reconstruction(z_users: torch.Tensor, z_items: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+        """BCE of the inner-product decoder on sampled edges ``pos`` and non-edges ``neg`` (k, 2)."""
+        pos_logit = (z_users[pos[:, 0]] * z_items[pos[:, 1]]).sum(-1)
+        neg_logit = (z_users[neg[:, 0]] * z_items[neg[:, 1]]).sum(-1)
+        logits = torch.cat([pos_logit, neg_logit])
+        labels = torch.cat([torch.ones_like(pos_logit), torch.zeros_like(neg_logit)])
+        return F.binary_cross_entropy_with_logits(logits, labels)

@@ -1,0 +1,255 @@
+"""HM2Rec (Liu et al., AAAI 2026): hyperbolic-enhanced mixture-of-experts Mamba.
+
+No code is public.  The paper's abstract names four components; everything
+else is our documented reconstruction ([design], each behind a key):
+
+1. **Hyperbolic graph convolution** over the user-item graph of the training
+   split (no validation or test edges), HGCF-style: node parameters are
+   tangent vectors at the origin of the Lorentz model (curvature 1 by
+   default), lifted with exp_o and mapped back with log_o, propagated
+   ``z^(l+1) = A_hat z^(l)`` (A_hat = D^-1/2 A D^-1/2) for ``gcn_layers``
+   layers with a skip-sum, and lifted again.  ``use_hyperbolic: False``
+   propagates the same way in Euclidean space (LightGCN).
+2. **VGAE** on the tangent-space node embeddings: one GCN layer each for mu and
+   log sigma, a reparameterised sample in training (mu in evaluation), an
+   inner-product decoder trained with BCE on ``vgae_edges`` sampled training
+   edges against as many sampled non-edges, plus the KL term; the loss
+   ``vgae_weight * (BCE + KL)`` joins the training loss.  ``use_vgae: False``
+   uses the graph embeddings directly.
+3. **Fusion**: the item representation of the sequence model (input
+   embeddings and the tied scoring table) is the ID embedding plus a learned
+   linear projection of the item's graph (VGAE) embedding.
+4. **RoPE-Mamba** (``rope_mode``): ``bc`` rotates B_t and C_t by position
+   with A tied within rotated pairs (exact relative positions, see
+   :mod:`recbole_hyper.layers.rope`); ``input`` rotates the token
+   representation before the Mamba block; ``none`` is plain Mamba.
+5. **Mixture of experts** in place of the feed-forward block: the layer of
+   HyMoERec with routed experts only (E = 4, top-2), balance term off by
+   default (``lambda_lb``); ``use_moe: False`` keeps Mamba4Rec's FFN.
+
+The rest follows Mamba4Rec (dropout then LayerNorm on the inputs, Mamba
+layers, CE over all items).  L2 regularisation (1e-6 in the summary) is
+RecBole's ``weight_decay``.  The summary's "n-hop" and "reconstruction
+threshold b" are not described by any source and are not implemented.
+
+The graph is propagated once per training step; in evaluation the item table
+is computed once per evaluation and reused for every batch.
+"""
+
+from __future__ import annotations
+
+from typing import List
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from recbole_hyper.layers.ffn import FeedForward
+from recbole_hyper.layers.graph import VGAE, GraphPropagation, normalized_adjacency, training_edges
+from recbole_hyper.layers.lorentz import Lorentz
+from recbole_hyper.layers.mamba import Mamba
+from recbole_hyper.layers.mamba_layer import MambaLayer
+from recbole_hyper.layers.moe import MoEFeedForward, check_moe_settings
+from recbole_hyper.layers.rope import RoPEMamba, rotate_pairs
+from recbole_hyper.models.base import COMMON_PARAMS, MAMBA_PARAMS, HyperSequentialRecommender
+from recbole_hyper.params import HyperParameterError, Param, check_params
+
+__all__ = ["HM2Rec"]
+
+
+class HM2Rec(HyperSequentialRecommender):
+    hyper_parameters = {
+        **COMMON_PARAMS,
+        **MAMBA_PARAMS,
+        "use_hyperbolic": Param("bool", "hyperbolic (HGCF) or Euclidean (LightGCN) graph convolution"),
+        "curvature": Param("float", "K of the Lorentz model (curvature -1/K)", low=0, low_open=True),
+        "max_tangent_norm": Param("float", "tangent norm clip before exp_o", low=0, low_open=True),
+        "gcn_layers": Param("int", "graph convolution layers", low=0),
+        "graph_init_std": Param("float", "std of the graph embeddings' normal init", low=0, low_open=True),
+        "use_vgae": Param("bool", "variational graph auto-encoder on the graph embeddings"),
+        "vgae_weight": Param("float", "weight of the VGAE loss", low=0),
+        "vgae_edges": Param("int", "training edges (and as many non-edges) per step", low=1),
+        "rope_mode": Param("str", "where RoPE enters Mamba", choices=("bc", "input", "none")),
+        "rope_base": Param("float", "RoPE frequency base", low=1),
+        "use_moe": Param("bool", "mixture-of-experts feed-forward block"),
+        "n_experts": Param("int", "routed experts", low=1),
+        "top_k": Param("int", "experts per token", low=1),
+        "lambda_lb": Param("float", "weight of the load-balance term", low=0),
+        "moe_router": Param("str", "router network", choices=("mlp", "linear")),
+    }
+
+    @classmethod
+    def check_config(cls, config) -> None:
+        check_params(config, cls.hyper_parameters, cls.__name__)
+        problems = check_moe_settings(config["n_experts"], config["top_k"], 0, config["lambda_lb"])
+        if config["rope_mode"] == "bc" and config["d_state"] % 2:
+            problems.append(f"d_state = {config['d_state']}: rope_mode 'bc' needs an even d_state")
+        if config["rope_mode"] == "input" and config["hidden_size"] % 2:
+            problems.append(f"hidden_size = {config['hidden_size']}: rope_mode 'input' needs an even hidden_size")
+        if problems:
+            raise HyperParameterError(f"Invalid hyperparameters for {cls.__name__}:\n  " + "\n  ".join(problems))
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        d = self.hidden_size
+        self.num_layers = config["num_layers"]
+        self.dropout_prob = config["dropout_prob"]
+        self.rope_mode = config["rope_mode"]
+        self.rope_base = float(config["rope_base"])
+        self.use_vgae = config["use_vgae"]
+        self.vgae_weight = float(config["vgae_weight"])
+        self.vgae_edges = int(config["vgae_edges"])
+        self.n_users = dataset.num(self.USER_ID)
+
+        # The training split's graph, built once (rebuilt, not checkpointed).
+        extra = (self.TARGET_SEQ,) if self.TARGET_SEQ in dataset.inter_feat else ()
+        edges = training_edges(dataset.inter_feat, self.USER_ID, self.ITEM_ID, self.ITEM_SEQ, extra)
+        self.register_buffer("adjacency", normalized_adjacency(edges, self.n_users, self.n_items), persistent=False)
+        self.register_buffer("edges", torch.as_tensor(edges, dtype=torch.long), persistent=False)
+        keys = np.sort(edges[:, 0].astype(np.int64) * self.n_items + edges[:, 1])
+        self.register_buffer("edge_keys", torch.as_tensor(keys), persistent=False)
+
+        self.lorentz = (
+            Lorentz(config["curvature"], max_tangent_norm=config["max_tangent_norm"])
+            if config["use_hyperbolic"]
+            else None
+        )
+        self.node_embedding = nn.Embedding(self.n_users + self.n_items, d)
+        self.graph = GraphPropagation(config["gcn_layers"], self.lorentz)
+        self.vgae = VGAE(d, d) if self.use_vgae else None
+        self.fuse = nn.Linear(d, d, bias=False)
+
+        self.item_embedding = nn.Embedding(self.n_items, d, padding_idx=0)
+        self.LayerNorm = nn.LayerNorm(d, eps=1e-12)
+        self.dropout = nn.Dropout(self.dropout_prob)
+        self.mamba_layers = nn.ModuleList([self._layer(config) for _ in range(self.num_layers)])
+        self.aux_loss = None
+        self._table = None
+        self._init_weights(float(config["graph_init_std"]), bool(config["mamba_native_init"]))
+
+    def _layer(self, config) -> MambaLayer:
+        d = self.hidden_size
+        block_cls = RoPEMamba if self.rope_mode == "bc" else Mamba
+        extra = {"rope_base": self.rope_base} if self.rope_mode == "bc" else {}
+        block = block_cls(
+            d_model=d,
+            d_state=config["d_state"],
+            d_conv=config["d_conv"],
+            expand=config["expand"],
+            scan_backend=config["scan_backend"],
+            **extra,
+        )
+        if config["use_moe"]:
+            ffn = MoEFeedForward(
+                d, 4 * d, self.dropout_prob,
+                n_experts=config["n_experts"],
+                top_k=config["top_k"],
+                shared_expert=False,
+                lambda_lb=config["lambda_lb"],
+                router=config["moe_router"],
+            )
+        else:
+            ffn = FeedForward(d, 4 * d, self.dropout_prob)
+        return MambaLayer(
+            d_model=d, d_state=config["d_state"], d_conv=config["d_conv"], expand=config["expand"],
+            dropout=self.dropout_prob, num_layers=self.num_layers, ffn=ffn, mamba=block,
+        )
+
+    def _init_weights(self, graph_std: float, native_mamba: bool) -> None:
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                module.weight.data.normal_(0.0, 0.02)
+            elif isinstance(module, nn.LayerNorm):
+                module.weight.data.fill_(1.0)
+                module.bias.data.zero_()
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                module.bias.data.zero_()
+        self.node_embedding.weight.data.normal_(0.0, graph_std)
+        if native_mamba:
+            for module in self.modules():
+                if isinstance(module, Mamba):
+                    module.reset_parameters()
+
+    # ------------------------------------------------------------- the graph
+    def graph_item_embeddings(self) -> torch.Tensor:
+        """Graph (or VGAE) embeddings of the items, (n_items, d); sets the VGAE loss in training."""
+        _, tangent = self.graph(self.adjacency, self.node_embedding.weight)
+        if self.vgae is None:
+            return tangent[self.n_users :]
+        mu, log_sigma = self.vgae.encode(self.adjacency, tangent)
+        z = VGAE.sample(mu, log_sigma, self.training)
+        if self.training and self.vgae_weight > 0:
+            pos, neg = self.sample_edges(self.vgae_edges)
+            z_users, z_items = z[: self.n_users], z[self.n_users :]
+            loss = VGAE.reconstruction(z_users, z_items, pos, neg) + VGAE.kl(mu, log_sigma)
+            self.aux_loss = self.vgae_weight * loss
+        return z[self.n_users :]
+
+    def sample_edges(self, k: int):
+        """k training edges and k (user, item) pairs that are not training edges."""
+        device = self.edges.device
+        pos = self.edges[torch.randint(len(self.edges), (k,), device=device)]
+        neg = torch.empty(0, 2, dtype=torch.long, device=device)
+        while len(neg) < k:
+            cand = torch.stack(
+                [
+                    torch.randint(1, self.n_users, (2 * k,), device=device),
+                    torch.randint(1, self.n_items, (2 * k,), device=device),
+                ],
+                dim=1,
+            )
+            is_edge = torch.isin(cand[:, 0] * self.n_items + cand[:, 1], self.edge_keys)
+            neg = torch.cat([neg, cand[~is_edge]])
+        return pos, neg[:k]
+
+    def item_table(self) -> torch.Tensor:
+        """ID embedding + projected graph embedding: the items' input and scoring table.
+
+        Computed once per training step and once per evaluation.
+        """
+        if self._table is None:
+            self._table = self.item_embedding.weight + self.fuse(self.graph_item_embeddings())
+        return self._table
+
+    def train(self, mode: bool = True):
+        self._table = None
+        return super().train(mode)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._table = None
+        return super()._load_from_state_dict(*args, **kwargs)
+
+    def calculate_loss(self, interaction):
+        self._table = None
+        try:
+            return super().calculate_loss(interaction)
+        finally:
+            self._table = None  # do not keep this step's autograd graph alive
+
+    # ---------------------------------------------------------- the sequence
+    def embed(self, item_seq):
+        x = self.item_table()[item_seq]
+        if self.rope_mode == "input":
+            positions = torch.arange(item_seq.shape[1], device=item_seq.device).unsqueeze(0)
+            x = rotate_pairs(x, positions, self.rope_base)
+        return self.LayerNorm(self.dropout(x))
+
+    def encode(self, item_seq, item_seq_len, positions=None):
+        mask = item_seq > 0
+        x = self.embed(item_seq)
+        last = len(self.mamba_layers) - 1
+        for i, layer in enumerate(self.mamba_layers):
+            x = layer(x, mask, positions if i == last else None)
+        return x
+
+    def score_items(self, seq_output, items):
+        return (seq_output * self.item_table()[items]).sum(-1)
+
+    def epoch_report(self) -> List[str]:
+        lines = []
+        for i, layer in enumerate(self.mamba_layers):
+            if isinstance(layer.ffn, MoEFeedForward):
+                load = layer.ffn.expert_load()
+                lines.append(f"layer {i} expert load: " + " ".join(f"e{e}={v:.3f}" for e, v in enumerate(load.tolist())))
+                layer.ffn.reset_load()
+        return lines
