@@ -222,3 +222,33 @@ def test_runner_end_to_end(in_tmp):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "HM2Rec on ml-100k" in proc.stdout and "ndcg@10=" in proc.stdout
+
+
+def test_propagation_gradient_uses_symmetry():
+    from recbole_hyper.layers.graph import propagate
+
+    edges = np.array([[1, 1], [1, 2], [2, 2], [3, 1], [3, 3], [2, 4]])
+    A = normalized_adjacency(edges, 4, 5)
+    dense = A.to_dense().double()
+    assert torch.equal(dense, dense.T)
+    x = torch.randn(9, 3, dtype=torch.float64, requires_grad=True)
+    y = propagate(A, x)
+    g = torch.randn_like(y)
+    y.backward(g)
+    torch.testing.assert_close(y, dense @ x)
+    torch.testing.assert_close(x.grad, dense.T @ g)
+
+
+def test_model_deep_copies_and_moves(ml100k):
+    """RecBole's FLOPs counter deep-copies the model; the graph must survive it."""
+    import copy
+
+    config, data, train, _, _ = ml100k
+    model = HM2Rec(config, train._dataset).eval()
+    batch = next(iter(train))[:8]
+    with torch.no_grad():
+        expected = model.full_sort_predict(batch)
+        clone = copy.deepcopy(model).eval()
+        torch.testing.assert_close(clone.full_sort_predict(batch), expected)
+        double = copy.deepcopy(model).double().eval()
+        assert double.adjacency().dtype == torch.float64

@@ -38,6 +38,7 @@ is computed once per evaluation and reused for every batch.
 
 from __future__ import annotations
 
+import warnings
 from typing import List
 
 import numpy as np
@@ -104,7 +105,12 @@ class HM2Rec(HyperSequentialRecommender):
         # The training split's graph, built once (rebuilt, not checkpointed).
         extra = (self.TARGET_SEQ,) if self.TARGET_SEQ in dataset.inter_feat else ()
         edges = training_edges(dataset.inter_feat, self.USER_ID, self.ITEM_ID, self.ITEM_SEQ, extra)
-        self.register_buffer("adjacency", normalized_adjacency(edges, self.n_users, self.n_items), persistent=False)
+        adjacency = normalized_adjacency(edges, self.n_users, self.n_items)
+        # Kept as the CSR components (dense tensors: they move with the model,
+        # deep-copy, and stay out of checkpoints); see :meth:`adjacency`.
+        self.register_buffer("adj_crow", adjacency.crow_indices(), persistent=False)
+        self.register_buffer("adj_col", adjacency.col_indices(), persistent=False)
+        self.register_buffer("adj_values", adjacency.values(), persistent=False)
         self.register_buffer("edges", torch.as_tensor(edges, dtype=torch.long), persistent=False)
         keys = np.sort(edges[:, 0].astype(np.int64) * self.n_items + edges[:, 1])
         self.register_buffer("edge_keys", torch.as_tensor(keys), persistent=False)
@@ -171,12 +177,22 @@ class HM2Rec(HyperSequentialRecommender):
                     module.reset_parameters()
 
     # ------------------------------------------------------------- the graph
+    def adjacency(self) -> torch.Tensor:
+        """The normalized adjacency as a sparse CSR tensor (a view of the buffers)."""
+        n = self.n_users + self.n_items
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+            return torch.sparse_csr_tensor(
+                self.adj_crow, self.adj_col, self.adj_values, (n, n), check_invariants=False
+            )
+
     def graph_item_embeddings(self) -> torch.Tensor:
         """Graph (or VGAE) embeddings of the items, (n_items, d); sets the VGAE loss in training."""
-        _, tangent = self.graph(self.adjacency, self.node_embedding.weight)
+        adjacency = self.adjacency()
+        _, tangent = self.graph(adjacency, self.node_embedding.weight)
         if self.vgae is None:
             return tangent[self.n_users :]
-        mu, log_sigma = self.vgae.encode(self.adjacency, tangent)
+        mu, log_sigma = self.vgae.encode(adjacency, tangent)
         z = VGAE.sample(mu, log_sigma, self.training)
         if self.training and self.vgae_weight > 0:
             pos, neg = self.sample_edges(self.vgae_edges)

@@ -1,0 +1,275 @@
+"""Efficiency table: training time per epoch, inference time per batch, peak memory.
+
+Like Mamba4Rec's efficiency table (ML-1M, L = 200), on whatever machine runs
+it.  Real training batches are drawn once from RecBole's data pipeline and
+saved; every model then runs in its own process on the same batches:
+
+* training: the median time of ``--steps`` steps (forward, loss, backward,
+  Adam) after one warm-up step, scaled to an epoch (the augmented training
+  set's number of batches);
+* inference: the median time of ``full_sort_predict`` on ``--eval-batch``
+  users;
+* memory: the process's peak resident memory during training minus its
+  resident memory before the model was built (CPU), or torch's peak CUDA
+  allocation (GPU);
+* for HM2Rec, the share of a training step spent in the graph part (graph
+  propagation and VGAE, forward and backward), timed separately.
+
+    python benchmarks/efficiency.py --dataset ml-1m --data_path ../datasets \\
+        --models Mamba4Rec HyMoERec HMamba HM2Rec SASRec BERT4Rec GRU4Rec NARM
+    python benchmarks/efficiency.py --dataset ml-100k --batch 256 --models Mamba4Rec HM2Rec
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def sample_batches(args, work: Path) -> dict:
+    """Draw real batches (and the training graph) once; returns the dataset facts."""
+    import numpy as np
+    import torch
+    from recbole.data import create_dataset, data_preparation
+
+    import recbole_hyper  # noqa: F401
+    from recbole_hyper.config import HyperConfig
+
+    overrides = {"train_batch_size": args.batch, "eval_batch_size": args.eval_batch, "show_progress": False}
+    if args.data_path:
+        overrides["data_path"] = args.data_path
+    if args.L:
+        overrides["MAX_ITEM_LIST_LENGTH"] = args.L
+    config = HyperConfig(model="Mamba4Rec", dataset=args.dataset, config_dict=overrides)
+    dataset = create_dataset(config)
+    train, valid, test = data_preparation(config, dataset)
+    batches = []
+    for i, batch in enumerate(train):
+        if i > args.steps:
+            break
+        batches.append({k: batch[k] for k in ("user_id", "item_id", "item_id_list", "item_length")})
+    evals = []
+    for i, (interaction, _, _, _) in enumerate(test):
+        if i >= args.eval_steps:
+            break
+        evals.append({k: interaction[k] for k in ("user_id", "item_id_list", "item_length")})
+    matrix = train._dataset.inter_matrix(form="coo")
+    edges = np.stack([matrix.row, matrix.col], axis=1)
+    torch.save({"train": batches, "eval": evals, "edges": edges}, work / "batches.pt")
+    return {
+        "n_users": dataset.user_num,
+        "n_items": dataset.item_num,
+        "train_rows": len(train._dataset),
+        "batches_per_epoch": len(train),
+        "L": config["MAX_ITEM_LIST_LENGTH"],
+    }
+
+
+class _Stub:
+    """What the models read from a RecBole dataset: counts and the training rows."""
+
+    def __init__(self, facts, edges):
+        import torch
+        from recbole.data.interaction import Interaction
+
+        self.facts = facts
+        self.inter_feat = Interaction(
+            {
+                "user_id": torch.as_tensor(edges[:, 0]),
+                "item_id": torch.as_tensor(edges[:, 1]),
+                "item_id_list": torch.zeros(len(edges), 1, dtype=torch.long),
+            }
+        )
+
+    def num(self, field):
+        return self.facts["n_users"] if field == "user_id" else self.facts["n_items"]
+
+
+def measure_model(spec: dict) -> dict:
+    import torch
+    from recbole.data.interaction import Interaction
+
+    import recbole_hyper  # noqa: F401
+    from recbole_hyper.compat import tune_allocator
+    from recbole_hyper.config import HyperConfig
+    from recbole_hyper.registry import get_model_class
+
+    tune_allocator()
+    sys.argv = sys.argv[:1]
+    device = torch.device(spec["device"])
+    data = torch.load(spec["batches"], weights_only=False)
+    facts = spec["facts"]
+    overrides = {"MAX_ITEM_LIST_LENGTH": facts["L"], "show_progress": False}
+    if spec.get("data_path"):
+        overrides["data_path"] = spec["data_path"]
+    config = HyperConfig(model=spec["model"], dataset=spec["dataset"], config_dict=overrides)
+    config["device"] = device
+    cls = get_model_class(spec["model"])
+    stub = _Stub(facts, data["edges"])
+    # The data pipeline's batch transform (BERT4Rec's masking), applied
+    # before timing as RecBole's dataloader does.
+    from recbole.data.transform import construct_transform
+
+    transform = construct_transform(config)
+    train = [transform(stub, Interaction(b)).to(device) for b in data["train"]]
+    evals = [Interaction(b).to(device) for b in data["eval"]]
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    before = rss_mb()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    torch.manual_seed(0)
+    model = cls(config, stub).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    if config["train_neg_sample_args"]["distribution"] != "none":
+        for b in train:  # BPR models need a negative per row
+            b.update(Interaction({"neg_item_id": torch.randint(1, facts["n_items"], b["item_id"].shape, device=device)}))
+
+    def step(batch):
+        opt.zero_grad()
+        out = model.calculate_loss(batch)
+        (sum(out) if isinstance(out, tuple) else out).backward()
+        opt.step()
+
+    model.train()
+    step(train[0])
+    times = []
+    for batch in train[1 : spec["steps"] + 1]:
+        sync()
+        t0 = time.perf_counter()
+        step(batch)
+        sync()
+        times.append(time.perf_counter() - t0)
+    peak = (torch.cuda.max_memory_allocated() / 2**20) if device.type == "cuda" else peak_rss_mb() - before
+
+    graph_s = None
+    if hasattr(model, "graph_item_embeddings"):
+        graph_times = []
+        for _ in range(max(3, spec["steps"])):
+            sync()
+            t0 = time.perf_counter()
+            table = model.fuse(model.graph_item_embeddings())
+            loss = table.square().mean() + (model.aux_loss if model.aux_loss is not None else 0)
+            loss.backward()
+            model.aux_loss = None
+            sync()
+            graph_times.append(time.perf_counter() - t0)
+        opt.zero_grad()
+        graph_s = statistics.median(graph_times)
+
+    model.eval()
+    infer = []
+    with torch.no_grad():
+        model.full_sort_predict(evals[0])
+        for batch in evals:
+            sync()
+            t0 = time.perf_counter()
+            model.full_sort_predict(batch)
+            sync()
+            infer.append(time.perf_counter() - t0)
+    step_s = statistics.median(times)
+    return {
+        "model": spec["model"],
+        "step_s": step_s,
+        "step_times_s": times,
+        "epoch_s_estimate": step_s * facts["batches_per_epoch"],
+        "inference_s_per_batch": statistics.median(infer),
+        "peak_memory_MB": peak,
+        "graph_s": graph_s,
+        "graph_share": graph_s / step_s if graph_s else None,
+        "n_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", default="ml-1m")
+    parser.add_argument("--data_path", default=None)
+    parser.add_argument("--models", nargs="+", default=["Mamba4Rec", "HyMoERec", "HMamba", "HM2Rec", "SASRec", "BERT4Rec", "GRU4Rec", "NARM"])
+    parser.add_argument("--batch", type=int, default=2048, help="training batch size (RecBole's default)")
+    parser.add_argument("--eval-batch", type=int, default=256, help="users per inference batch")
+    parser.add_argument("--L", type=int, default=None, help="MAX_ITEM_LIST_LENGTH (default: the dataset's)")
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--eval-steps", type=int, default=5)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", default=None)
+    parser.add_argument("--measure", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.measure:
+        spec = json.loads(Path(args.measure[0]).read_text())
+        Path(args.measure[1]).write_text(json.dumps(measure_model(spec)))
+        return 0
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        print(f"drawing {args.steps + 1} training batches of {args.batch} from {args.dataset} ...", flush=True)
+        facts = sample_batches(args, work)
+        print(f"  {facts}", flush=True)
+        rows = []
+        for model in args.models:
+            spec = dict(
+                model=model, dataset=args.dataset, data_path=args.data_path, device=args.device,
+                batches=str(work / "batches.pt"), facts=facts, steps=args.steps,
+            )
+            spec_file, out_file = work / f"{model}.spec", work / f"{model}.json"
+            spec_file.write_text(json.dumps(spec))
+            proc = subprocess.run(
+                [sys.executable, str(Path(__file__).resolve()), "--measure", str(spec_file), str(out_file)],
+                cwd=tmp, capture_output=True, text=True,
+            )
+            if proc.returncode != 0:
+                print(f"  {model}: FAILED\n{proc.stderr[-2000:]}", flush=True)
+                continue
+            row = json.loads(out_file.read_text())
+            rows.append(row)
+            extra = f", graph {row['graph_share'] * 100:.0f}% of a step" if row["graph_share"] else ""
+            print(
+                f"  {model:10s} step {row['step_s']:.3f} s  epoch ~{row['epoch_s_estimate']:.0f} s  "
+                f"inference {row['inference_s_per_batch']:.3f} s/batch  peak {row['peak_memory_MB']:.0f} MB{extra}",
+                flush=True,
+            )
+
+    by = {r["model"]: r for r in rows}
+    print(f"\n{args.dataset}, L = {facts['L']}, training batch {args.batch}, inference batch {args.eval_batch} users, device {args.device}\n")
+    print("| model | train step (s) | time per epoch (s, estimated) | inference per batch (s) | peak memory (MB) | params | graph share of a step | step vs Mamba4Rec |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        ratio = r["step_s"] / by["Mamba4Rec"]["step_s"] if "Mamba4Rec" in by else float("nan")
+        share = f"{r['graph_share'] * 100:.0f}%" if r["graph_share"] else "-"
+        print(
+            f"| {r['model']} | {r['step_s']:.3f} | {r['epoch_s_estimate']:.0f} | {r['inference_s_per_batch']:.3f} | "
+            f"{r['peak_memory_MB']:.0f} | {r['n_params']:,} | {share} | {ratio:.2f}x |"
+        )
+    out = Path(args.out) if args.out else REPO / "benchmarks" / "results" / f"efficiency_{args.dataset}_{args.device}_b{args.batch}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    import torch
+
+    meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(), "args": {k: v for k, v in vars(args).items() if k != "measure"}}
+    out.write_text(json.dumps({"meta": meta, "dataset": facts, "rows": rows}, indent=2))
+    print(f"\nwritten {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
