@@ -27,7 +27,6 @@ Two entry points use them:
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import List, Optional
 

@@ -10,7 +10,6 @@ It works for the plugin's models and for RecBole's own.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from logging import getLogger
 from typing import Dict, List, Optional

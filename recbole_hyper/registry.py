@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import importlib.util
 import pkgutil
 import sys
 from typing import Dict, List
@@ -83,8 +84,6 @@ def register_all() -> None:
 
 def _recbole_model_names() -> Dict[str, str]:
     """RecBole's model module names (lower case) -> kind, without importing them."""
-    import recbole.model
-
     names = {}
     for kind in _RECBOLE_KINDS:
         spec = importlib.util.find_spec(f"recbole.model.{kind}")

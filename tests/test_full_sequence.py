@@ -8,37 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from recbole_hyper.data import target_field, window_rows
-from tests.conftest import prepare
-
-SEQ_LENGTHS = [5, 7, 4, 12, 6, 9]
-
-
-@pytest.fixture(scope="module")
-def tiny_dataset(tmp_path_factory):
-    """Atomic files of a small dataset: a handful of users, positions as timestamps."""
-    root = tmp_path_factory.mktemp("data")
-    folder = root / "tiny"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    lines = ["user_id:token\titem_id:token\ttimestamp:float"]
-    for u, n in enumerate(SEQ_LENGTHS, start=1):
-        items = rng.choice(np.arange(1, 31), size=n, replace=False)
-        lines += [f"u{u}\ti{item}\t{t}" for t, item in enumerate(items, start=1)]
-    (folder / "tiny.inter").write_text("\n".join(lines) + "\n")
-    return str(root)
-
-
-def tiny(model, data_path, **cfg):
-    base = {
-        "data_path": data_path,
-        "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
-        "MAX_ITEM_LIST_LENGTH": 10,
-        "train_batch_size": 4,
-        "dropout_prob": 0.0,
-    }
-    base.update(cfg)
-    return prepare(model, base, dataset="tiny")
-
+from tests.conftest import SEQ_LENGTHS, prepare, tiny
 
 def pairs(loader, field=None):
     out = Counter()

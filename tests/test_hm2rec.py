@@ -11,14 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from recbole_hyper.layers.graph import VGAE, GraphPropagation, normalized_adjacency, training_edges
+from recbole_hyper.layers.graph import VGAE, GraphPropagation, normalized_adjacency
 from recbole_hyper.layers.lorentz import Lorentz
 from recbole_hyper.layers.mamba import Mamba
 from recbole_hyper.layers.rope import RoPEMamba, rotate_pairs
 from recbole_hyper.models.hm2rec import HM2Rec
-from tests.conftest import fast_config, prepare
-from tests.test_full_sequence import tiny, tiny_dataset  # noqa: F401  (fixture)
-from tests.test_mamba4rec import dict_config
+from tests.conftest import fast_config, prepare, tiny
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -4,7 +4,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from recbole_hyper.layers.mamba import Mamba
 from recbole_hyper.models.mamba4rec import Mamba4Rec
 from tests.conftest import prepare
 from tests.test_mamba_block import reference_mamba

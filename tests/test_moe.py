@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from recbole_hyper.layers.moe import MoEFeedForward
 from recbole_hyper.models.hymoerec import HyMoERec
 from recbole_hyper.params import HyperParameterError
-from tests.conftest import fast_config, prepare
+from tests.conftest import prepare
 
 
 def make_layer(**kw):

@@ -1,10 +1,8 @@
 """The selective scan against an independent float64 sequential reference."""
 
-import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from recbole_hyper import selective_scan
 import recbole_hyper.ops.scan as scan_module

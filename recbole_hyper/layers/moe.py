@@ -32,7 +32,6 @@ from typing import List, Optional
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from recbole_hyper.layers.ffn import ExpertFFN
 

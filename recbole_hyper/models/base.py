@@ -72,14 +72,24 @@ class HyperSequentialRecommender(SequentialRecommender):
         self.loss_fct = BPRLoss() if self.loss_type == "BPR" else nn.CrossEntropyLoss()
 
     # ------------------------------------------------------------------ model
+    def embed(self, item_seq: torch.Tensor) -> torch.Tensor:
+        """Input representation of the sequence, (batch, L, d_in)."""
+        raise NotImplementedError
+
     def encode(self, item_seq, item_seq_len, positions=None) -> torch.Tensor:
         """Sequence representation at every position, (batch, L, d).
 
         With ``positions`` (batch,), only the representation at
-        ``positions[b]`` of each row, (batch, d); models may use this to skip
-        work that no output depends on.
+        ``positions[b]`` of each row, (batch, d); the last layer uses this to
+        skip work that no output depends on.  The default runs
+        :meth:`embed` and then ``self.mamba_layers``.
         """
-        raise NotImplementedError
+        mask = item_seq > 0
+        x = self.embed(item_seq)
+        last = len(self.mamba_layers) - 1
+        for i, layer in enumerate(self.mamba_layers):
+            x = layer(x, mask, positions if i == last else None)
+        return x
 
     def readout(self, h: torch.Tensor) -> torch.Tensor:
         """Map encoder outputs (..., d) to what the scoring functions take (identity here)."""

@@ -250,14 +250,6 @@ class HM2Rec(HyperSequentialRecommender):
             x = rotate_pairs(x, positions, self.rope_base)
         return self.LayerNorm(self.dropout(x))
 
-    def encode(self, item_seq, item_seq_len, positions=None):
-        mask = item_seq > 0
-        x = self.embed(item_seq)
-        last = len(self.mamba_layers) - 1
-        for i, layer in enumerate(self.mamba_layers):
-            x = layer(x, mask, positions if i == last else None)
-        return x
-
     def score_items(self, seq_output, items):
         return (seq_output * self.item_table()[items]).sum(-1)
 

@@ -153,15 +153,6 @@ class HMamba(HyperSequentialRecommender):
             self.aux_loss = self.norm_reg_weight * x.norm(dim=-1).mean()
         return self.LayerNorm(self.dropout(x))
 
-    def encode(self, item_seq, item_seq_len, positions=None):
-        """h in R^d at every position, (batch, L, d), or (batch, d) at ``positions``."""
-        mask = item_seq > 0
-        x = self.embed(item_seq)
-        last = len(self.mamba_layers) - 1
-        for i, layer in enumerate(self.mamba_layers):
-            x = layer(x, mask, positions if i == last else None)
-        return x
-
     def readout(self, h: torch.Tensor) -> torch.Tensor:
         """Full: the user point u on H^d_K, (..., d+1); Half: log_o(u), (..., d)."""
         u = self.lorentz.lift(h)

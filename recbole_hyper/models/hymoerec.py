@@ -29,7 +29,6 @@ from __future__ import annotations
 
 from typing import List
 
-from recbole_hyper.layers.mamba_layer import MambaLayer
 from recbole_hyper.layers.moe import MoEFeedForward, check_moe_settings
 from recbole_hyper.models.mamba4rec import Mamba4Rec
 from recbole_hyper.params import HyperParameterError, Param, check_params
@@ -61,8 +60,8 @@ class HyMoERec(Mamba4Rec):
                 f"Invalid hyperparameters for {cls.__name__}:\n  " + "\n  ".join(problems)
             )
 
-    def build_layer(self, config):
-        ffn = MoEFeedForward(
+    def build_ffn(self, config):
+        return MoEFeedForward(
             d_model=self.hidden_size,
             inner_size=self.hidden_size * 4,
             dropout=self.dropout_prob,
@@ -73,16 +72,6 @@ class HyMoERec(Mamba4Rec):
             warmup_steps=config["moe_warmup_steps"],
             lambda_lb=config["lambda_lb"],
             router=config["moe_router"],
-        )
-        return MambaLayer(
-            d_model=self.hidden_size,
-            d_state=self.d_state,
-            d_conv=self.d_conv,
-            expand=self.expand,
-            dropout=self.dropout_prob,
-            num_layers=self.num_layers,
-            ffn=ffn,
-            scan_backend=self.scan_backend,
         )
 
     def moe_layers(self) -> List[MoEFeedForward]:

@@ -48,7 +48,7 @@ class Mamba4Rec(HyperSequentialRecommender):
         self.init_weights(bool(config["mamba_native_init"]))
 
     def build_layer(self, config) -> nn.Module:
-        """One Mamba layer; subclasses change its feed-forward part."""
+        """One Mamba layer with the feed-forward block of :meth:`build_ffn`."""
         return MambaLayer(
             d_model=self.hidden_size,
             d_state=self.d_state,
@@ -56,8 +56,13 @@ class Mamba4Rec(HyperSequentialRecommender):
             expand=self.expand,
             dropout=self.dropout_prob,
             num_layers=self.num_layers,
+            ffn=self.build_ffn(config),
             scan_backend=self.scan_backend,
         )
+
+    def build_ffn(self, config):
+        """The layer's feed-forward block; None keeps Mamba4Rec's FFN."""
+        return None
 
     def init_weights(self, native_mamba: bool) -> None:
         self.apply(self._init_module)
@@ -79,11 +84,3 @@ class Mamba4Rec(HyperSequentialRecommender):
     def embed(self, item_seq):
         """Input representation of the sequence, (batch, L, d)."""
         return self.LayerNorm(self.dropout(self.item_embedding(item_seq)))
-
-    def encode(self, item_seq, item_seq_len, positions=None):
-        mask = item_seq > 0
-        x = self.embed(item_seq)
-        last = len(self.mamba_layers) - 1
-        for i, layer in enumerate(self.mamba_layers):
-            x = layer(x, mask, positions if i == last else None)
-        return x

@@ -23,7 +23,6 @@ the Mamba block calls it directly to avoid transposes.
 
 from __future__ import annotations
 
-import math
 from typing import Optional, Tuple
 
 import torch
@@ -498,43 +497,30 @@ def selective_scan_time_major(
     if delta_softplus:
         delta = F.softplus(delta)
     uc = u.to(compute)
+    # No .contiguous() on u, delta, B, C: the Functions copy them into their
+    # blocked layout once, whatever their strides.
+    core = (
+        uc.reshape(L, batch, G, Dg),
+        delta.reshape(L, batch, G, Dg),
+        A.to(compute).reshape(G, Dg, N).contiguous(),
+        B.to(compute),
+        C.to(compute),
+    )
     if positions is not None:
         if return_last_state:
             raise ValueError("return_last_state and positions cannot be combined.")
         positions = positions.to(device=u.device, dtype=torch.long)
         if positions.shape != (batch,) or (positions.numel() and (positions.min() < 0 or positions.max() >= L)):
             raise ValueError(f"positions must be (batch,) = ({batch},) time indices in [0, {L}).")
-        y = _ScanAtPositionsFn.apply(
-            uc.reshape(L, batch, G, Dg),
-            delta.reshape(L, batch, G, Dg),
-            A.to(compute).reshape(G, Dg, N).contiguous(),
-            B.to(compute),
-            C.to(compute),
-            positions,
-            block_elems,
-        ).reshape(batch, ED)
+        y = _ScanAtPositionsFn.apply(*core, positions, block_elems).reshape(batch, ED)
+        rows = torch.arange(batch, device=u.device)
         if D is not None:
-            y = y + uc[positions, torch.arange(batch, device=u.device)] * D.to(compute)
+            y = y + uc[positions, rows] * D.to(compute)
         if z is not None:
-            if z.dim() == 3:
-                z = z[positions, torch.arange(batch, device=u.device)]
-            y = y * F.silu(z.to(compute))
+            y = y * F.silu((z[positions, rows] if z.dim() == 3 else z).to(compute))
         return y.to(out_dtype)
-    grad = torch.is_grad_enabled() and any(
-        t.requires_grad for t in (u, delta, A, B, C)
-    )
-    # No .contiguous() here: the Function copies its inputs into its blocked
-    # layout once, whatever their strides.
-    res = _SelectiveScanFn.apply(
-        uc.reshape(L, batch, G, Dg),
-        delta.reshape(L, batch, G, Dg),
-        A.to(compute).reshape(G, Dg, N).contiguous(),
-        B.to(compute),
-        C.to(compute),
-        block_elems,
-        return_last_state,
-        grad,
-    )
+    grad = torch.is_grad_enabled() and any(t.requires_grad for t in (u, delta, A, B, C))
+    res = _SelectiveScanFn.apply(*core, block_elems, return_last_state, grad)
     y, last = res if return_last_state else (res, None)
     y = y.reshape(L, batch, ED)
     if D is not None:
