@@ -239,7 +239,9 @@ def main():
                 cwd=tmp, capture_output=True, text=True,
             )
             if proc.returncode != 0:
-                print(f"  {model}: FAILED\n{proc.stderr[-2000:]}", flush=True)
+                why = "killed (out of memory?)" if proc.returncode in (-9, 137) else f"exit {proc.returncode}"
+                print(f"  {model}: FAILED, {why}\n{proc.stderr[-2000:]}", flush=True)
+                rows.append({"model": model, "failed": why})
                 continue
             row = json.loads(out_file.read_text())
             rows.append(row)
@@ -250,6 +252,8 @@ def main():
                 flush=True,
             )
 
+    failed = [r for r in rows if "failed" in r]
+    rows = [r for r in rows if "failed" not in r]
     by = {r["model"]: r for r in rows}
     print(f"\n{args.dataset}, L = {facts['L']}, training batch {args.batch}, inference batch {args.eval_batch} users, device {args.device}\n")
     print("| model | train step (s) | time per epoch (s, estimated) | inference per batch (s) | peak memory (MB) | params | graph share of a step | step vs Mamba4Rec |")
@@ -266,7 +270,9 @@ def main():
     import torch
 
     meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(), "args": {k: v for k, v in vars(args).items() if k != "measure"}}
-    out.write_text(json.dumps({"meta": meta, "dataset": facts, "rows": rows}, indent=2))
+    for r in failed:
+        print(f"| {r['model']} | {r['failed']} | | | | | | |")
+    out.write_text(json.dumps({"meta": meta, "dataset": facts, "rows": rows, "failed": failed}, indent=2))
     print(f"\nwritten {out}")
     return 0
 
