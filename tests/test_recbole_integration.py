@@ -193,3 +193,18 @@ def test_stack_check_explains_the_fix(monkeypatch):
 
 def test_anomaly_detection_is_off_after_import():
     assert not torch.is_anomaly_enabled()
+
+
+def test_stock_pipeline_full_sequence_mode(in_tmp):
+    """RecBole's own pipeline picks the plugin's dataset class (full-sequence windows)."""
+    from recbole.config import Config
+    from recbole.data import create_dataset, data_preparation
+
+    from recbole_hyper.data import HyperSequentialDataset, target_field
+
+    config = Config(model="HM2Rec", dataset="ml-100k", config_dict=fast_config(train_mode="full_sequence"))
+    dataset = create_dataset(config)
+    assert isinstance(dataset, HyperSequentialDataset)
+    train, _, _ = data_preparation(config, dataset)
+    assert target_field(config) in next(iter(train))
+    assert len(train._dataset) < 97171 // 5  # windows of up to L = 10, not the 97,171 prefixes
