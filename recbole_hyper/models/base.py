@@ -1,8 +1,9 @@
 """What every recbole_hyper model shares: config checks, losses, scoring.
 
-A model implements :meth:`HyperSequentialRecommender.encode`, the sequence
-representation at every position, and (unless it scores by dot product with
-``self.item_embedding``) the scoring hooks.  Training losses, RecBole's
+A model provides :meth:`~HyperSequentialRecommender.embed` and
+``self.mamba_layers`` (or overrides :meth:`~HyperSequentialRecommender.encode`),
+and, unless it scores by dot product with ``self.item_embedding``, the
+scoring hooks.  Training pairs in both training modes, the losses, RecBole's
 ``predict`` and ``full_sort_predict`` and the collection of auxiliary loss
 terms live here once.
 """
@@ -30,11 +31,6 @@ COMMON_PARAMS: Dict[str, Param] = {
 }
 
 
-def _trim(item_seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Drop the columns after the longest sequence (right padding only)."""
-    longest = int(lengths.max()) if lengths.numel() else item_seq.shape[1]
-    return item_seq[:, : max(1, longest)]
-
 MAMBA_PARAMS: Dict[str, Param] = {
     "num_layers": Param("int", "number of Mamba layers", low=1),
     "dropout_prob": Param("float", "dropout probability", low=0.0, high=1.0, high_open=True),
@@ -46,6 +42,12 @@ MAMBA_PARAMS: Dict[str, Param] = {
         "bool", "keep mamba-ssm's own init inside Mamba blocks", optional=True
     ),
 }
+
+
+def _trim(item_seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Drop the columns after the longest sequence (right padding only)."""
+    longest = int(lengths.max()) if lengths.numel() else item_seq.shape[1]
+    return item_seq[:, : max(1, longest)]
 
 
 class HyperSequentialRecommender(SequentialRecommender):
@@ -66,7 +68,6 @@ class HyperSequentialRecommender(SequentialRecommender):
         type(self).check_config(config)
         super().__init__(config, dataset)
         self.TARGET_SEQ = target_field(config)
-        self.train_mode = config["train_mode"] or "augmented"
         self.hidden_size = config["hidden_size"]
         self.loss_type = config["loss_type"]
         self.loss_fct = BPRLoss() if self.loss_type == "BPR" else nn.CrossEntropyLoss()

@@ -13,7 +13,9 @@ Two backends compute it:
   CUDA.  It never materialises a (batch, ED, L, N) tensor: the sequence is
   processed in cache-sized blocks of (time steps x batch rows), the forward pass
   keeps only one state per block boundary, and the hand-written backward pass
-  recomputes the states of a block when it needs them.
+  recomputes the states of a block when it needs them.  When only one output
+  per sequence is needed, the unrolled (parallel) form of the recurrence is
+  used instead: no loop over time and no stored states.
 
 The public :func:`selective_scan` has the signature, shapes and semantics of
 mamba-ssm's ``selective_scan_fn``.  :func:`selective_scan_time_major` is the
