@@ -100,7 +100,6 @@ class MoEFeedForward(nn.Module):
         # Tokens routed to each expert since the last reset (not saved).
         self.register_buffer("load_counts", torch.zeros(n_experts, dtype=torch.long), persistent=False)
         self.aux_loss: Optional[torch.Tensor] = None
-        self.last_probs: Optional[torch.Tensor] = None
 
     @property
     def needs_all_positions(self) -> bool:
@@ -167,7 +166,6 @@ class MoEFeedForward(nn.Module):
             real = valid.nonzero(as_tuple=True)[0]
             self.aux_loss = self.balance_term(probs[real]) if self.lambda_lb > 0 else None
             self.load_counts += torch.bincount(top_idx[real].reshape(-1), minlength=self.n_experts)
-        self.last_probs = probs.detach()
 
         if positions is not None and x.dim() == 3:
             rows = torch.arange(shape[0], device=x.device)
