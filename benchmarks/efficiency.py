@@ -9,9 +9,9 @@ saved; every model then runs in its own process on the same batches:
   set's number of batches);
 * inference: the median time of ``full_sort_predict`` on ``--eval-batch``
   users;
-* memory: the process's peak resident memory during training minus its
-  resident memory before the model was built (CPU), or torch's peak CUDA
-  allocation (GPU);
+* memory: the process's peak resident memory from building the model to the
+  end of training, minus its resident memory before (CPU; Linux), or
+  torch's peak CUDA allocation (GPU);
 * for HM2Rec, the share of a training step spent in the graph part (graph
   propagation and VGAE, forward and backward), timed separately.
 
@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -43,8 +42,22 @@ def rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def reset_peak_rss() -> None:
+    """Reset this process's resident-memory high-water mark (Linux >= 4.0).
+
+    getrusage's ru_maxrss cannot serve: a child process starts with its
+    parent's maximum.
+    """
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def sample_batches(args, work: Path) -> dict:
@@ -137,6 +150,7 @@ def measure_model(spec: dict) -> dict:
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     before = rss_mb()
+    reset_peak_rss()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     torch.manual_seed(0)
