@@ -283,7 +283,7 @@ def main():
     out.parent.mkdir(parents=True, exist_ok=True)
     import torch
 
-    meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(), "args": {k: v for k, v in vars(args).items() if k != "measure"}}
+    meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(), "args": {k: v for k, v in vars(args).items() if k not in ("measure", "data_path")}}
     for r in failed:
         print(f"| {r['model']} | {r['failed']} | | | | | | |")
     out.write_text(json.dumps({"meta": meta, "dataset": facts, "rows": rows, "failed": failed}, indent=2))
