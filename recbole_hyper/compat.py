@@ -110,7 +110,10 @@ def silence_known_warnings() -> None:
     * torch's FutureWarning for ``torch.cuda.amp.GradScaler`` (one per epoch);
     * pandas 2's FutureWarning for RecBole's chained ``fillna(inplace=True)``
       (pandas 2 still fills in place; pandas 3, where it would not, is excluded
-      by :func:`check_stack`).
+      by :func:`check_stack`);
+    * setuptools' UserWarning that ``pkg_resources`` is deprecated, raised when
+      ``recbole.quick_start`` imports ray 2.6.3 (setuptools < 82 is pinned so
+      that ``pkg_resources`` still exists).
     """
     warnings.filterwarnings(
         "ignore",
@@ -123,6 +126,7 @@ def silence_known_warnings() -> None:
         category=FutureWarning,
         module=r"recbole\.",
     )
+    warnings.filterwarnings("ignore", message=r"pkg_resources is deprecated as an API", category=UserWarning)
 
 
 _allocator_tuned = False

@@ -85,7 +85,7 @@ class HyMoERec(Mamba4Rec):
             lines.append(
                 f"layer {i} expert load: "
                 + " ".join(f"e{e}={v:.3f}" for e, v in enumerate(load.tolist()))
-                + f" | alpha={float(moe.fusion_weight()):.3f} step={int(moe.num_steps)}"
+                + f" | alpha={float(moe.fusion_weight().detach()):.3f} step={int(moe.num_steps)}"
             )
             moe.reset_load()
         return lines
