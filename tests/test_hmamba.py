@@ -211,3 +211,22 @@ def test_poincare_plot_from_a_checkpoint(in_tmp):
     xy = poincare_disk_coordinates(trainer.model)
     assert xy.shape == (trainer.model.n_items - 1, 2)
     assert (xy**2).sum(1).max() < 1.0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_exp_map_gradients_stay_finite_down_to_zero_tangent_norm(dtype):
+    """An embedding row shrunk to (almost) zero, e.g. an isolated graph node, must not turn
+    the gradients into NaN; near the origin exp_o's spatial part is the identity (K = 1)."""
+    lor = Lorentz(curvature=1.0, max_tangent_norm=15.0)
+    direction = torch.randn(4, 6, dtype=torch.float64)
+    direction = direction / direction.norm(dim=-1, keepdim=True)
+    for norm in [0.0, 1e-30, 1e-21, 1e-12, 1e-8]:
+        v = (direction * norm).to(dtype).requires_grad_()
+        x = lor.expmap0(v)
+        x[:, 1:].sum().backward()
+        assert torch.isfinite(v.grad).all(), f"non-finite gradient at tangent norm {norm}"
+        # d sinh(|v|) v/|v| / dv -> identity as |v| -> 0, so each gradient entry is 1.
+        torch.testing.assert_close(v.grad, torch.ones_like(v.grad), rtol=1e-5, atol=1e-5)
+    # Beyond max_tangent_norm the point is clipped to distance 15 from the origin: x_0 = cosh(15).
+    v = (direction * 50.0).to(dtype)
+    assert lor.expmap0(v)[:, 0].double().tolist() == pytest.approx([math.cosh(15.0)] * 4, rel=1e-5)

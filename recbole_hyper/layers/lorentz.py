@@ -61,9 +61,12 @@ class Lorentz(nn.Module):
 
     def clip_tangent(self, v: torch.Tensor) -> torch.Tensor:
         """Scale v (..., d) down to norm <= max_tangent_norm (no-op below it)."""
+        # min(1, c / |v|) written as c / max(|v|, c): no reciprocal of a tiny norm
+        # is formed, so the backward pass stays finite for |v| -> 0 (a reciprocal's
+        # gradient, -1/|v|^2, overflows to inf below |v| ~ 1e-19 in float32 and
+        # turns into NaN even where the clamp passes no gradient).
         norm = v.norm(dim=-1, keepdim=True)
-        scale = torch.clamp(self.max_tangent_norm / norm.clamp_min(1e-30), max=1.0)
-        return v * scale
+        return v * (self.max_tangent_norm / norm.clamp_min(self.max_tangent_norm))
 
     def expmap0(self, v: torch.Tensor) -> torch.Tensor:
         """exp_o((0, v)): R^d -> H^d_K, shape (..., d) -> (..., d + 1)."""
