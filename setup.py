@@ -20,12 +20,11 @@ setup(
     packages=find_packages(include=["recbole_hyper", "recbole_hyper.*"])
     + ["recbole_hyper.properties"],
     # The yaml defaults live in the top-level properties/ folder (RecBole's
-    # layout); in a wheel they become recbole_hyper/properties/.  An editable
-    # install reads them from the checkout (see recbole_hyper.config.properties_dir).
+    # layout), mapped to the package recbole_hyper.properties: in a wheel it is
+    # recbole_hyper/properties/, in an editable install the checkout's folder.
+    # Both are found by recbole_hyper.config.properties_dir().
     package_dir={"recbole_hyper.properties": "properties"},
-    package_data={
-        "recbole_hyper.properties": ["*.yaml", "model/*.yaml", "model/*/*.yaml", "dataset/*.yaml"]
-    },
+    package_data={"recbole_hyper.properties": ["**/*.yaml"]},
     install_requires=[
         "recbole==1.2.1",
         "torch>=2.6",

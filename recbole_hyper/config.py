@@ -27,35 +27,45 @@ Two entry points use them:
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
-from typing import List, Optional
+from typing import List
 
 from recbole.config import Config
+from recbole.utils import ModelType
+
+from recbole_hyper.atomic import (
+    DataError,
+    DatasetNotFoundError,
+    check_load_col_has_time,
+    default_load_col,
+    inspect_dataset,
+)
 
 __all__ = [
     "HyperConfig",
+    "DataError",
     "DatasetNotFoundError",
     "properties_dir",
     "plugin_yaml_files",
     "install_config_hook",
-    "check_dataset_exists",
 ]
 
 
-class DatasetNotFoundError(FileNotFoundError):
-    """The dataset's atomic files are not where the configuration points."""
-
-
 def properties_dir() -> Path:
-    """Folder of the plugin's yaml defaults, in an installed wheel or a checkout."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "properties", here.parent / "properties"):
-        if (candidate / "model").is_dir():
-            return candidate
-    raise FileNotFoundError(
-        "recbole_hyper's properties/ folder is missing; reinstall the package "
-        "(pip install recbole-hyper, or pip install -e . from a checkout)."
-    )
+    """Folder of the plugin's yaml defaults.
+
+    The top-level ``properties/`` folder is the package
+    ``recbole_hyper.properties`` (``setup.py`` maps it): inside the wheel after
+    ``pip install .``, and the checkout's folder after ``pip install -e .``.
+    """
+    try:
+        return Path(str(resources.files("recbole_hyper.properties")))
+    except ModuleNotFoundError as exc:
+        raise FileNotFoundError(
+            "recbole_hyper's properties/ folder is missing; reinstall the package "
+            "(pip install recbole-hyper, or pip install -e . from a checkout)."
+        ) from exc
 
 
 def plugin_yaml_files(model: str, dataset: str, include_model: bool = True) -> List[Path]:
@@ -118,25 +128,20 @@ def _harmonise_negative_sampling(config: Config) -> None:
         internal["train_neg_sample_args"] = dict(_DEFAULT_NEG_SAMPLING)
 
 
-def check_dataset_exists(config_like, dataset: str, data_path: Optional[str]) -> None:
-    """Fail early, with the fix, when a dataset's atomic files are missing.
-
-    RecBole would otherwise try to download it (and, offline, fail late and
-    obscurely).  ``ml-100k`` ships with RecBole.  Set ``allow_download: True``
-    to let RecBole download a dataset it knows.
-    """
-    if dataset == "ml-100k" or config_like.get("allow_download"):
+def _check_and_complete_dataset(config: Config, dataset: str) -> None:
+    """Check the dataset's .inter file and give it a usable ``load_col`` (see :mod:`recbole_hyper.atomic`)."""
+    merged = {**config.internal_config_dict, **config.external_config_dict}
+    sequential = merged.get("MODEL_TYPE") == ModelType.SEQUENTIAL
+    atomic = inspect_dataset(merged, dataset, sequential)
+    if atomic is None or not sequential:
         return
-    folder = Path(data_path or "dataset/") / dataset
-    inter = folder / f"{dataset}.inter"
-    if inter.is_file():
+    time_field = merged.get("TIME_FIELD")
+    if "load_col" in config.external_config_dict:
+        check_load_col_has_time(merged["load_col"], time_field, dataset)
         return
-    raise DatasetNotFoundError(
-        f"Dataset '{dataset}' not found: expected the atomic file {inter}.\n"
-        f"Point data_path at the folder that contains '{dataset}/' "
-        f"(e.g. --data_path=/path/to/datasets), or set --allow_download=True to let "
-        f"RecBole download a dataset it knows (needs internet access)."
-    )
+    load_col = default_load_col(atomic, merged.get("load_col"), time_field)
+    if load_col is not None:
+        config.internal_config_dict["load_col"] = load_col
 
 
 def install_config_hook() -> None:
@@ -156,8 +161,7 @@ def install_config_hook() -> None:
         plugin = is_plugin_model(model)
         if plugin or getattr(self, "hyper_defaults_for_all_models", False):
             _load_plugin_defaults(self, model, dataset, include_model=plugin)
-            merged = {**self.internal_config_dict, **self.external_config_dict}
-            check_dataset_exists(merged, dataset, merged.get("data_path"))
+            _check_and_complete_dataset(self, dataset)
 
     _load_internal_config_dict._recbole_hyper = True
     _load_internal_config_dict.__doc__ = original.__doc__

@@ -26,9 +26,11 @@ import numpy as np
 import torch
 from recbole.data.dataset import SequentialDataset
 from recbole.data.interaction import Interaction
-from recbole.utils.enum_type import FeatureSource, FeatureType
+from recbole.utils.enum_type import FeatureSource, FeatureType, ModelType
 
-__all__ = ["HyperSequentialDataset", "TRAIN_MODES", "target_field", "window_rows"]
+from recbole_hyper.atomic import check_not_filtered_away
+
+__all__ = ["HyperSequentialDataset", "TRAIN_MODES", "target_field", "window_rows", "create_dataset"]
 
 TRAIN_MODES = ("augmented", "full_sequence")
 
@@ -61,6 +63,12 @@ class HyperSequentialDataset(SequentialDataset):
     """RecBole's ``SequentialDataset``; with ``train_mode: full_sequence`` the
     training split becomes one row per window (see the module docstring)."""
 
+    def _reset_index(self):
+        # RecBole's own message for an empty table ("Some feat is empty") names
+        # neither the dataset nor the filter; say which filters removed everything.
+        check_not_filtered_away(self)
+        super()._reset_index()
+
     def build(self):
         datasets = super().build()
         if self.config["train_mode"] == "full_sequence":
@@ -87,3 +95,17 @@ class HyperSequentialDataset(SequentialDataset):
             f"items cover the {len(inter)} training targets"
         )
         return full
+
+
+def create_dataset(config):
+    """RecBole's ``create_dataset``, with :class:`HyperSequentialDataset` for
+    every sequential model that has no dataset class of its own (RecBole's
+    baselines too: the runner's checks and ``train_mode`` apply to them)."""
+    import recbole.data.dataset
+    from recbole.data import create_dataset as recbole_create_dataset
+
+    if config["MODEL_TYPE"] != ModelType.SEQUENTIAL or hasattr(
+        recbole.data.dataset, config["model"] + "Dataset"
+    ):
+        return recbole_create_dataset(config)
+    return HyperSequentialDataset(config)

@@ -35,11 +35,12 @@ def run_recbole_hyper(
     ``best_valid_result``, ``test_result`` and ``checkpoint`` (the file of the
     best model, when ``saved``).
     """
-    from recbole.data import create_dataset, data_preparation
+    from recbole.data import data_preparation
     from recbole.data.transform import construct_transform
     from recbole.utils import get_environment, get_flops, get_trainer, init_logger, init_seed, set_color
 
     from recbole_hyper.config import HyperConfig
+    from recbole_hyper.data import create_dataset
     from recbole_hyper.registry import get_model_class
     from recbole_hyper.trainer import trainer_class
 
@@ -160,9 +161,10 @@ def load_data_and_model(model_file):
     ``weights_only=True``.  Returns (config, model, dataset, train_data,
     valid_data, test_data).
     """
-    from recbole.data import create_dataset, data_preparation
+    from recbole.data import data_preparation
     from recbole.utils import init_logger, init_seed
 
+    from recbole_hyper.data import create_dataset
     from recbole_hyper.registry import get_model_class
 
     checkpoint = load_checkpoint(model_file)
@@ -203,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Command-line entry point; returns the process exit code."""
-    from recbole_hyper.config import DatasetNotFoundError
+    from recbole_hyper.atomic import DataError
     from recbole_hyper.params import HyperParameterError
     from recbole_hyper.registry import UnknownModelError
 
@@ -221,7 +223,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             port=args.port,
             group_offset=args.group_offset,
         )
-    except (UnknownModelError, DatasetNotFoundError, HyperParameterError) as exc:
+    except (UnknownModelError, DataError, HyperParameterError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if result is not None:

@@ -111,7 +111,9 @@ def get_model_class(name: str):
         cls = getattr(module, name, None)
         if cls is not None:
             return cls
-    known = plugin_models() + sorted(_recbole_class_names())
+    # The plugin's models are also attributes of RecBole's package once
+    # registered: list each name once.
+    known = list(dict.fromkeys(plugin_models() + sorted(_recbole_class_names())))
     close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     raise UnknownModelError(

@@ -1,12 +1,17 @@
 """Shared fixtures: small, fast configurations on RecBole's bundled ml-100k."""
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 import recbole_hyper  # noqa: F401  (registers the models)
+
+REPO = Path(__file__).resolve().parents[1]
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
@@ -79,3 +84,16 @@ def tiny(model, data_path, **cfg):
     }
     base.update(cfg)
     return prepare(model, base, dataset="tiny")
+
+
+def run_cli(args, cwd):
+    """Run ``run_recbole_hyper.py`` in a fresh process from ``cwd``."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.run(
+        [sys.executable, str(REPO / "run_recbole_hyper.py"), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )

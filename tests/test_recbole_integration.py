@@ -13,9 +13,7 @@ import recbole_hyper
 from recbole_hyper.config import DatasetNotFoundError, HyperConfig, properties_dir
 from recbole_hyper.params import HyperParameterError
 from recbole_hyper.registry import UnknownModelError, get_model_class
-from tests.conftest import fast_config, prepare
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import fast_config, prepare, run_cli
 
 
 def test_stock_get_model_finds_plugin_model():
@@ -131,18 +129,6 @@ def test_checkpoints_load_back_on_current_torch(in_tmp):
         torch.testing.assert_close(loaded_model.state_dict()[key], value)
 
 
-def run_cli(args, cwd):
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.run(
-        [sys.executable, str(REPO / "run_recbole_hyper.py"), *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-
-
 def test_runner_trains_and_prints_metrics(in_tmp):
     args = [f"--{k}={v}" for k, v in fast_config().items()]
     proc = run_cli(["--model=Mamba4Rec", "--dataset=ml-100k", *args], in_tmp)
@@ -165,20 +151,6 @@ def test_runner_errors_are_one_clear_line(args, expected, in_tmp):
     assert expected in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (in_tmp / "saved").exists()  # nothing was trained
-
-
-def test_wheel_contains_the_yaml_defaults(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(REPO)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    wheel = next(tmp_path.glob("recbole_hyper-*.whl"))
-    names = zipfile.ZipFile(wheel).namelist()
-    assert "recbole_hyper/properties/overall.yaml" in names
-    assert "recbole_hyper/properties/model/Mamba4Rec.yaml" in names
 
 
 def test_stack_check_explains_the_fix(monkeypatch):

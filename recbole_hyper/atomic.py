@@ -1,0 +1,187 @@
+"""Checks of a dataset's atomic files before RecBole reads them.
+
+RecBole reads ``<data_path>/<dataset>/<dataset>.inter`` only when the dataset
+is built, long after the configuration, and reports bad data late and
+obscurely (``[timestamp] is not exist in interaction``, a pandas parser error,
+an empty-array error deep in the filters).  :func:`inspect_dataset` reads the
+header and the first data line once, while the configuration is built, and
+raises :class:`DataError` with the file and the fix, so a run fails before
+anything is written.
+
+It also provides the default ``load_col`` for a dataset that has no yaml:
+RecBole's default loads only the user and item columns, which makes every
+sequential model fail on the user's own data.  When the user sets no
+``load_col`` and no dataset yaml adds the time field, every column of the
+``.inter`` file is loaded (:func:`default_load_col`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Mapping, Optional
+
+__all__ = [
+    "DataError",
+    "DatasetNotFoundError",
+    "AtomicFile",
+    "inspect_dataset",
+    "default_load_col",
+    "check_not_filtered_away",
+    "FIELD_TYPES",
+]
+
+# RecBole's FeatureType values, as written in atomic file headers.
+FIELD_TYPES = ("token", "token_seq", "float", "float_seq")
+
+
+class DataError(ValueError):
+    """A dataset's atomic files cannot be used as they are; the message says why and what to do."""
+
+
+class DatasetNotFoundError(DataError, FileNotFoundError):
+    """The dataset's atomic files are not where the configuration points."""
+
+
+@dataclass(frozen=True)
+class AtomicFile:
+    """The header of one atomic file: its path and its (name, type) fields."""
+
+    path: Path
+    fields: List[str]
+    types: List[str]
+
+    def has(self, field: Optional[str]) -> bool:
+        return field is not None and field in self.fields
+
+
+def inter_path(data_path: Optional[str], dataset: str, benchmark: Optional[List[str]] = None) -> Path:
+    """Where RecBole reads the interactions of ``dataset`` (the first part file for pre-split data)."""
+    folder = Path(data_path or "dataset/") / dataset
+    if benchmark:
+        return folder / f"{dataset}.{benchmark[0]}.inter"
+    return folder / f"{dataset}.inter"
+
+
+def read_header(path: Path, separator: str = "\t") -> AtomicFile:
+    """Parse the ``name:type`` header of an atomic file and check that data follows it."""
+    with open(path, encoding="utf-8") as f:
+        header = f.readline().rstrip("\r\n")
+        first_row = f.readline().strip()
+    if not header.strip():
+        raise DataError(
+            f"{path} is empty. An atomic .inter file starts with a header line such as "
+            f"'user_id:token{separator!s}item_id:token{separator!s}timestamp:float' "
+            f"followed by one interaction per line."
+        )
+    fields, types, bad = [], [], []
+    for column in header.split(separator):
+        name, colon, ftype = column.strip().partition(":")
+        if not colon or not name or ftype not in FIELD_TYPES:
+            bad.append(column)
+            continue
+        fields.append(name)
+        types.append(ftype)
+    if bad:
+        shown = ", ".join(repr(c) for c in bad[:5])
+        raise DataError(
+            f"{path}: the first line must be RecBole's header, {_sep_name(separator)}-separated "
+            f"'name:type' fields with type one of {', '.join(FIELD_TYPES)} "
+            f"(e.g. 'user_id:token{separator}item_id:token{separator}timestamp:float'); "
+            f"these columns are not: {shown}. Add the types to the header "
+            f"(or set field_separator if the file uses another separator)."
+        )
+    if not first_row:
+        raise DataError(f"{path} has a header but no interactions: add one interaction per line.")
+    return AtomicFile(path, fields, types)
+
+
+def _sep_name(separator: str) -> str:
+    return {"\t": "tab", ",": "comma", " ": "space"}.get(separator, repr(separator))
+
+
+def inspect_dataset(config: Mapping, dataset: str, sequential: bool) -> Optional[AtomicFile]:
+    """Check the dataset's ``.inter`` file against the configuration.
+
+    ``config`` is the merged configuration (RecBole's keys).  Returns the
+    header, or None where nothing can be checked: RecBole's bundled
+    ``ml-100k``, or a dataset RecBole may download (``allow_download``).
+    Raises :class:`DatasetNotFoundError` or :class:`DataError`.
+    """
+    if dataset == "ml-100k":
+        return None
+    path = inter_path(config.get("data_path"), dataset, config.get("benchmark_filename"))
+    if not path.is_file():
+        if config.get("allow_download"):
+            return None
+        raise DatasetNotFoundError(
+            f"Dataset '{dataset}' not found: expected the atomic file {path}.\n"
+            f"Point data_path at the folder that contains '{dataset}/' "
+            f"(e.g. --data_path=/path/to/datasets), or set --allow_download=True to let "
+            f"RecBole download a dataset it knows (needs internet access)."
+        )
+    atomic = read_header(path, config.get("field_separator") or "\t")
+    for key, what in (("USER_ID_FIELD", "user"), ("ITEM_ID_FIELD", "item")):
+        name = config.get(key)
+        if not atomic.has(name):
+            raise DataError(
+                f"{path} has no {what} column '{name}' (its columns: {', '.join(atomic.fields)}). "
+                f"Name the column '{name}:token' in the header, or set {key} to the name of "
+                f"your {what} column."
+            )
+    time_field = config.get("TIME_FIELD")
+    if sequential and not atomic.has(time_field):
+        raise DataError(
+            f"{path} has no time column '{time_field}' (its columns: {', '.join(atomic.fields)}). "
+            f"Sequential models order each user's interactions by it: add a column "
+            f"'{time_field}:float' (a Unix time, or the position of the interaction in the "
+            f"user's sequence), or set TIME_FIELD to the name of your time column."
+        )
+    return atomic
+
+
+def default_load_col(atomic: AtomicFile, load_col, time_field: Optional[str]):
+    """The ``load_col`` to use when the user set none.
+
+    RecBole's default, ``{inter: [user_id, item_id]}``, lacks the time field
+    sequential models need; when the configured ``load_col`` does not load a
+    time field that the file has, every column of the ``.inter`` file is
+    loaded instead.  Returns None when the configured value is fine.
+    """
+    if load_col is None or not atomic.has(time_field):
+        return None  # None loads every column of every file already
+    inter = (load_col or {}).get("inter") or []
+    if time_field in inter:
+        return None
+    return dict(load_col, inter=list(atomic.fields))
+
+
+def check_load_col_has_time(load_col, time_field: Optional[str], dataset: str) -> None:
+    """An explicit ``load_col`` is kept as it is, but one that drops the time field is reported."""
+    if load_col is None or time_field is None:
+        return
+    inter = (load_col or {}).get("inter")
+    if inter is not None and time_field not in inter:
+        raise DataError(
+            f"load_col['inter'] for '{dataset}' is {list(inter)}: it does not load the time "
+            f"field '{time_field}', which sequential models need to order interactions. "
+            f"Add '{time_field}' to load_col['inter'] (or leave load_col unset to load every column)."
+        )
+
+
+def check_not_filtered_away(dataset) -> None:
+    """Raise :class:`DataError` when the filters left no interaction (call after filtering)."""
+    if len(dataset.inter_feat) > 0:
+        return
+    config = dataset.config
+    filters = {
+        key: config[key]
+        for key in ("user_inter_num_interval", "item_inter_num_interval", "val_interval", "rm_dup_inter")
+        if config[key] not in (None, "[0,inf)")
+    }
+    shown = ", ".join(f"{k}={v!r}" for k, v in filters.items()) or "the configured filters"
+    raise DataError(
+        f"Every interaction of '{dataset.dataset_name}' was filtered away ({shown}). "
+        f"Loosen the filters (e.g. --user_inter_num_interval='[1,inf)'), or check that the "
+        f"dataset has enough interactions per user and item."
+    )
