@@ -41,6 +41,7 @@ from recbole_hyper.atomic import (
     default_load_col,
     inspect_dataset,
 )
+from recbole_hyper.params import Param, check_params
 
 __all__ = [
     "HyperConfig",
@@ -168,6 +169,23 @@ def install_config_hook() -> None:
     Config._load_internal_config_dict = _load_internal_config_dict
 
 
+def _baseline_params(model: str):
+    """What the runner checks for RecBole's own models."""
+    from recbole_hyper.baselines import CAUSAL_BASELINES
+    from recbole_hyper.data import TRAIN_MODES
+
+    modes = TRAIN_MODES if model in CAUSAL_BASELINES else ("augmented",)
+    return {
+        "loss_type": Param("str", "training loss", choices=("CE", "BPR"), optional=True),
+        "train_mode": Param(
+            "str",
+            "full_sequence needs a causal model: " + ", ".join(CAUSAL_BASELINES) + " or the plugin's",
+            choices=modes,
+            optional=True,
+        ),
+    }
+
+
 class HyperConfig(Config):
     """``Config`` of the plugin's runner.
 
@@ -184,8 +202,5 @@ class HyperConfig(Config):
         check = getattr(self.model_class, "check_config", None)
         if check is not None:
             check(self)
-        elif self.final_config_dict.get("loss_type") not in (None, "CE", "BPR"):
-            raise ValueError(
-                f"loss_type must be 'CE' or 'BPR' for {self.model}, "
-                f"got {self.final_config_dict['loss_type']!r}."
-            )
+        else:
+            check_params(self, _baseline_params(self.model), self.model)

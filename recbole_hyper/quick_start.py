@@ -18,7 +18,7 @@ import torch
 
 from recbole_hyper.compat import load_checkpoint, tune_allocator
 
-__all__ = ["run", "run_recbole_hyper", "load_data_and_model", "main"]
+__all__ = ["run", "run_recbole_hyper", "load_data_and_model", "training_class", "main"]
 
 
 def run_recbole_hyper(
@@ -64,7 +64,7 @@ def run_recbole_hyper(
     train_data, valid_data, test_data = data_preparation(config, dataset_obj)
 
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    model_obj = config.model_class(config, train_data._dataset).to(config["device"])
+    model_obj = training_class(config)(config, train_data._dataset).to(config["device"])
     logger.info(model_obj)
 
     try:
@@ -102,6 +102,17 @@ def run_recbole_hyper(
     if config["local_rank"] == 0 and queue is not None:
         queue.put(result)
     return result
+
+
+def training_class(config):
+    """The class to train: the configured one, or for RecBole's causal models in
+    ``train_mode: full_sequence`` the same class with the loss at every position."""
+    from recbole_hyper.baselines import full_sequence_class
+    from recbole_hyper.registry import is_plugin_model
+
+    if config["train_mode"] == "full_sequence" and not is_plugin_model(config["model"]):
+        return full_sequence_class(config.model_class)
+    return config.model_class
 
 
 def _spawned(rank, model, dataset, config_file_list, config_dict, saved, queue):

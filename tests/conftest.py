@@ -44,10 +44,11 @@ def fast_config(**overrides):
 
 def prepare(model, config_dict=None, dataset="ml-100k"):
     """HyperConfig, dataset and the three dataloaders for ``model``."""
-    from recbole.data import create_dataset, data_preparation
+    from recbole.data import data_preparation
     from recbole.utils import init_seed
 
     from recbole_hyper.config import HyperConfig
+    from recbole_hyper.data import create_dataset
 
     config = HyperConfig(model=model, dataset=dataset, config_dict=fast_config(**(config_dict or {})))
     init_seed(config["seed"], config["reproducibility"])

@@ -127,3 +127,86 @@ def test_full_sequence_training_reduces_the_loss(model_name, loss_type):
             (sum(out) if isinstance(out, tuple) else out).backward()
             opt.step()
     assert main_loss(batches[0]) < before * 0.97
+
+
+# ---------------------------------------------------- building the rows fast
+def _splits(model, mode, recbole_loop, monkeypatch, **cfg):
+    """Train/valid/test Interactions built by the plugin, or with RecBole's own per-row loop."""
+    from recbole_hyper.data import HyperSequentialDataset
+
+    with monkeypatch.context() as m:
+        if recbole_loop:
+            m.setattr(HyperSequentialDataset, "_vectorisable", lambda self: False)
+        _, _, train, valid, test = prepare(model, dict(cfg, train_mode=mode))
+    return [d._dataset.inter_feat for d in (train, valid, test)]
+
+
+@pytest.mark.parametrize("mode", ["augmented", "full_sequence"])
+def test_rows_equal_recbole_own_augmentation(mode, monkeypatch, in_tmp):
+    """ml-100k (real timestamps, with ties): the same rows, in the same order, as RecBole's loop."""
+    ours = _splits("Mamba4Rec", mode, False, monkeypatch)
+    reference = _splits("Mamba4Rec", mode, True, monkeypatch)
+    for a, b in zip(ours, reference):
+        assert sorted(a.columns) == sorted(b.columns)
+        for field in a.columns:
+            assert torch.equal(a[field], b[field]), field
+    if mode == "full_sequence":
+        # The windows cover each training target once: 100,000 ratings less each
+        # user's first item, validation and test target (943 users).
+        assert int(ours[0]["item_length"].sum()) == 100_000 - 3 * 943
+
+
+def test_windows_only_when_the_split_allows(tiny_dataset):
+    """Another split needs every row first; the windows are then cut from the training split."""
+    config, data, full, _, _ = tiny(
+        "Mamba4Rec", tiny_dataset, train_mode="full_sequence",
+        eval_args={"split": {"RS": [0.8, 0.1, 0.1]}, "order": "TO", "group_by": "user", "mode": "full"},
+    )
+    assert not data._windows_built
+    assert len(full.dataset) >= len(SEQ_LENGTHS)
+
+
+# ------------------------------------------------ RecBole's causal baselines
+@pytest.mark.parametrize("model_name", ["SASRec", "GRU4Rec"])
+def test_baseline_per_position_outputs_equal_its_forward_on_each_prefix(model_name, tiny_dataset):
+    from recbole_hyper.quick_start import training_class
+
+    config, _, train, _, _ = tiny(model_name, tiny_dataset, train_mode="full_sequence",
+                                  hidden_size=8, inner_size=16, n_layers=2, n_heads=2, embedding_size=8)
+    cls = training_class(config)
+    assert cls.__name__ == model_name and cls is not config.model_class
+    torch.manual_seed(0)
+    model = cls(config, train._dataset).eval()
+    batch = next(iter(train))
+    seq, lengths = batch["item_id_list"], batch["item_length"]
+    with torch.no_grad():
+        every = model.all_positions(seq, lengths)
+        for i in range(len(lengths)):
+            for t in range(int(lengths[i])):
+                prefix = torch.zeros_like(seq[i : i + 1])
+                prefix[0, : t + 1] = seq[i, : t + 1]
+                own = model.forward(prefix, torch.tensor([t + 1]))  # RecBole's forward, last position
+                torch.testing.assert_close(every[i, t], own[0], rtol=1e-5, atol=1e-6)
+    # The loss is CE over every target of the window.
+    field = target_field(config)
+    mask = batch[field] > 0
+    expected = F.cross_entropy(every[mask] @ model.item_embedding.weight.t(), batch[field][mask])
+    with torch.no_grad():
+        assert model.calculate_loss(batch).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_non_causal_baseline_refuses_full_sequence(tiny_dataset, in_tmp):
+    from recbole_hyper.params import HyperParameterError
+
+    with pytest.raises(HyperParameterError, match="train_mode = 'full_sequence'.*SASRec, GRU4Rec"):
+        tiny("BERT4Rec", tiny_dataset, train_mode="full_sequence")
+
+
+def test_runner_trains_sasrec_in_full_sequence_mode(in_tmp):
+    from tests.conftest import fast_config, run_cli
+
+    args = [f"--{k}={v}" for k, v in fast_config(train_mode="full_sequence", n_layers=1, n_heads=1,
+                                                  inner_size=32).items()]
+    proc = run_cli(["--model=SASRec", "--dataset=ml-100k", *args], in_tmp)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "SASRec on ml-100k" in proc.stdout and "ndcg@10=" in proc.stdout

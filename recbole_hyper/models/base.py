@@ -17,7 +17,8 @@ import torch.nn as nn
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.model.loss import BPRLoss
 
-from recbole_hyper.data import TRAIN_MODES, target_field
+from recbole_hyper.data import TRAIN_MODES, target_field, uniform_negatives
+from recbole_hyper.ops.cross_entropy import linear_cross_entropy
 from recbole_hyper.ops.scan import SCAN_BACKENDS
 from recbole_hyper.params import Param, check_params
 
@@ -157,14 +158,15 @@ class HyperSequentialRecommender(SequentialRecommender):
         targets = targets_seq[mask]
         negatives = None
         if self.loss_type == "BPR":
-            negatives = torch.randint(1, self.n_items, targets.shape, device=targets.device)
-            clash = negatives == targets
-            negatives[clash] = (negatives[clash] % (self.n_items - 1)) + 1
+            negatives = uniform_negatives(targets, self.n_items)
         return out, targets, negatives
 
     def main_loss(self, out, targets, negatives=None) -> torch.Tensor:
         if self.loss_type == "BPR":
             return self.loss_fct(self.score_items(out, targets), self.score_items(out, negatives))
+        if type(self).score_all is HyperSequentialRecommender.score_all:
+            # Dot-product scores: the same loss without materialising every logit.
+            return linear_cross_entropy(out, self.item_table(), targets)
         return self.loss_fct(self.score_all(out), targets)
 
     def calculate_loss(self, interaction):
