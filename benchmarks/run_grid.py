@@ -13,8 +13,9 @@ its own process.
 
     python benchmarks/report.py --runs benchmarks/results/runs   # table and plots
 
-``--modes`` applies to the plugin's models; RecBole's baselines always train
-on RecBole's augmented examples (their one mode).  Datasets other than
+``--modes`` applies to the plugin's models and RecBole's causal SASRec and
+GRU4Rec; RecBole's other baselines always train on RecBole's augmented
+examples (their one mode).  Datasets other than
 ml-100k are read from ``--data_path`` (a folder holding <dataset>/<dataset>.inter).
 A JSON file holds the configuration, the validation NDCG@10 of every epoch
 with its training and evaluation time, the best-validation and test metrics,
@@ -35,7 +36,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-PLUGIN_MODELS = ("Mamba4Rec", "HyMoERec", "HMamba", "HM2Rec")
+from recbole_hyper.baselines import CAUSAL_BASELINES  # noqa: E402
+from recbole_hyper.registry import MODELS  # noqa: E402
+
+PLUGIN_MODELS = tuple(MODELS)
+# Models that train in either mode; RecBole's other baselines have only the augmented one.
+TWO_MODE_MODELS = PLUGIN_MODELS + CAUSAL_BASELINES
 
 
 def cell_name(model, dataset, mode, seed):
@@ -45,7 +51,7 @@ def cell_name(model, dataset, mode, seed):
 def cells(args):
     for dataset in args.datasets:
         for model in args.models:
-            modes = args.modes if model in PLUGIN_MODELS else ["augmented"]
+            modes = args.modes if model in TWO_MODE_MODELS else ["augmented"]
             for mode in modes:
                 for seed in args.seeds:
                     yield dict(model=model, dataset=dataset, mode=mode, seed=seed)
@@ -59,13 +65,15 @@ def run_cell(spec: dict) -> dict:
     """Train and evaluate one cell in this process; returns the result record."""
     import numpy as np
     import torch
-    from recbole.data import create_dataset, data_preparation
+    from recbole.data import data_preparation
     from recbole.evaluator.metrics import NDCG
     from recbole.utils import get_trainer, init_logger, init_seed
 
     import recbole_hyper  # noqa: F401
     from recbole_hyper.compat import tune_allocator
     from recbole_hyper.config import HyperConfig
+    from recbole_hyper.data import create_dataset
+    from recbole_hyper.quick_start import training_class
     from recbole_hyper.registry import get_model_class
     from recbole_hyper.trainer import trainer_class
 
@@ -76,7 +84,7 @@ def run_cell(spec: dict) -> dict:
     if spec.get("data_path"):
         config_dict["data_path"] = spec["data_path"]
     model_name = spec["model"]
-    if model_name in PLUGIN_MODELS:
+    if model_name in TWO_MODE_MODELS:
         config_dict["train_mode"] = spec["mode"]
     model_cls = get_model_class(model_name)
     config = HyperConfig(
@@ -92,7 +100,7 @@ def run_cell(spec: dict) -> dict:
     dataset = create_dataset(config)
     train_data, valid_data, test_data = data_preparation(config, dataset)
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    model = model_cls(config, train_data._dataset).to(config["device"])
+    model = training_class(config)(config, train_data._dataset).to(config["device"])
     trainer = trainer_class(get_trainer(config["MODEL_TYPE"], config["model"]))(config, model)
 
     history = []

@@ -41,7 +41,7 @@ from recbole_hyper.atomic import (
     default_load_col,
     inspect_dataset,
 )
-from recbole_hyper.params import Param, check_params
+from recbole_hyper.params import TRAINER_PARAMS, Param, check_params
 
 __all__ = [
     "HyperConfig",
@@ -102,11 +102,23 @@ def _load_plugin_defaults(config: Config, model: str, dataset: str, include_mode
 
 
 def _harmonise_full_sequence_batch(config: Config) -> None:
-    """In full_sequence mode a batch holds windows of up to L targets: unless the
-    user set ``train_batch_size``, divide the default by L so that a batch
-    holds about as many targets as an augmented one."""
+    """Defaults of ``train_mode: full_sequence``.
+
+    ``full_sequence_defaults`` (a dict in any yaml, e.g. a dataset's) holds
+    settings that apply only in full_sequence mode, such as the batch size in
+    windows and the learning rate; a key the user sets wins.  Without a
+    ``train_batch_size`` there or from the user, a batch holds windows of up
+    to L targets, so the default is divided by L to hold about as many
+    targets as an augmented batch.
+    """
     merged = {**config.internal_config_dict, **config.external_config_dict}
-    if merged.get("train_mode") != "full_sequence" or "train_batch_size" in config.external_config_dict:
+    if merged.get("train_mode") != "full_sequence":
+        return
+    mode_defaults = merged.get("full_sequence_defaults") or {}
+    for key, value in mode_defaults.items():
+        if key not in config.external_config_dict:
+            config.internal_config_dict[key] = value
+    if "train_batch_size" in config.external_config_dict or "train_batch_size" in mode_defaults:
         return
     L = max(1, int(merged.get("MAX_ITEM_LIST_LENGTH") or 1))
     config.internal_config_dict["train_batch_size"] = max(1, int(merged["train_batch_size"]) // L)
@@ -176,6 +188,7 @@ def _baseline_params(model: str):
 
     modes = TRAIN_MODES if model in CAUSAL_BASELINES else ("augmented",)
     return {
+        **TRAINER_PARAMS,
         "loss_type": Param("str", "training loss", choices=("CE", "BPR"), optional=True),
         "train_mode": Param(
             "str",

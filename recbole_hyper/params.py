@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
-__all__ = ["Param", "HyperParameterError", "check_params"]
+__all__ = ["Param", "HyperParameterError", "check_params", "TRAINER_PARAMS"]
 
 
 class HyperParameterError(ValueError):
@@ -121,3 +121,11 @@ def check_params(config: Any, params: Mapping[str, Param], owner: str) -> None:
             + "\n".join(problems)
             + "\nFix them in your config file, config_dict or --key=value arguments."
         )
+
+
+# Keys of the plugin's trainer (see recbole_hyper.trainer), checked for every model.
+TRAINER_PARAMS = {
+    "lr_schedule": Param("str", "learning-rate schedule", choices=("constant", "cosine", "linear"), optional=True),
+    "lr_warmup_steps": Param("int", "warm-up steps", low=0, optional=True),
+    "lr_min_ratio": Param("float", "final learning rate / learning_rate", low=0.0, high=1.0, optional=True),
+}

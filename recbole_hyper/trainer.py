@@ -1,6 +1,12 @@
 """RecBole's trainer, with checkpoints that load on torch >= 2.6 and model hooks.
 
-:class:`HyperTrainer` is RecBole's ``Trainer`` with three changes:
+:class:`HyperTrainer` is RecBole's ``Trainer`` with four changes:
+
+* an optional learning-rate schedule, per optimizer step: ``lr_schedule``
+  ``constant`` (RecBole's behaviour, the default), ``cosine`` or ``linear``
+  decay from ``learning_rate`` to ``lr_min_ratio * learning_rate`` over
+  ``epochs`` epochs, after ``lr_warmup_steps`` steps of linear warm-up; the
+  rate is a function of the step number alone, so a resumed run continues it;
 
 * checkpoints written by training are read back with
   :func:`recbole_hyper.compat.load_checkpoint`, so ``evaluate(load_best_model=True)``
@@ -14,6 +20,8 @@
 """
 
 from __future__ import annotations
+
+import math
 
 from recbole.trainer import Trainer
 from recbole.utils import set_color
@@ -61,8 +69,39 @@ class HyperTrainerMixin:
             "Checkpoint loaded. Resume training from epoch {}".format(self.start_epoch)
         )
 
+    def lr_factor(self, step: int, total: int) -> float:
+        """Learning-rate multiplier at optimizer step ``step`` of ``total``."""
+        warmup = int(self.config["lr_warmup_steps"] or 0)
+        if step < warmup:
+            return (step + 1) / warmup
+        kind = self.config["lr_schedule"] or "constant"
+        if kind == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        shape = 0.5 * (1.0 + math.cos(math.pi * progress)) if kind == "cosine" else 1.0 - progress
+        floor = float(self.config["lr_min_ratio"] or 0.0)
+        return floor + (1.0 - floor) * shape
+
+    def _schedule_learning_rate(self, train_data, epoch_idx) -> None:
+        if (self.config["lr_schedule"] or "constant") == "constant" and not self.config["lr_warmup_steps"]:
+            return
+        steps = len(train_data)
+        self._lr_step, self._lr_total = epoch_idx * steps, self.epochs * steps
+        if getattr(self, "_lr_hook", None) is None:
+            for group in self.optimizer.param_groups:
+                group.setdefault("initial_lr", group["lr"])
+
+            def before_step(optimizer, args, kwargs):
+                factor = self.lr_factor(self._lr_step, self._lr_total)
+                for group in optimizer.param_groups:
+                    group["lr"] = group["initial_lr"] * factor
+                self._lr_step += 1
+
+            self._lr_hook = self.optimizer.register_step_pre_hook(before_step)
+
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         silence_known_warnings()
+        self._schedule_learning_rate(train_data, epoch_idx)
         loss = super()._train_epoch(train_data, epoch_idx, loss_func, show_progress)
         report = getattr(self.model, "epoch_report", None)
         if report is not None:

@@ -96,6 +96,26 @@ def test_batch_size_default_counts_targets(tiny_dataset, in_tmp):
     assert config["train_batch_size"] == 16
 
 
+def test_full_sequence_defaults_apply_only_in_that_mode(tiny_dataset, in_tmp):
+    from recbole_hyper.config import HyperConfig
+
+    common = {
+        "data_path": tiny_dataset,
+        "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
+        "full_sequence_defaults": {"train_batch_size": 7, "learning_rate": 0.004},
+    }
+
+    def config(**cfg):
+        return HyperConfig(model="Mamba4Rec", dataset="tiny", config_dict=dict(common, **cfg))
+
+    full = config(train_mode="full_sequence")
+    assert (full["train_batch_size"], full["learning_rate"]) == (7, 0.004)
+    augmented = config(train_mode="augmented")
+    assert (augmented["train_batch_size"], augmented["learning_rate"]) == (2048, 0.001)
+    mine = config(train_mode="full_sequence", learning_rate=0.01)
+    assert (mine["train_batch_size"], mine["learning_rate"]) == (7, 0.01)  # the user's own value wins
+
+
 @pytest.mark.parametrize("model_name", ["Mamba4Rec", "HyMoERec", "HMamba"])
 @pytest.mark.parametrize("loss_type", ["CE", "BPR"])
 def test_full_sequence_training_reduces_the_loss(model_name, loss_type):

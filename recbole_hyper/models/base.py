@@ -20,7 +20,7 @@ from recbole.model.loss import BPRLoss
 from recbole_hyper.data import TRAIN_MODES, target_field, uniform_negatives
 from recbole_hyper.ops.cross_entropy import linear_cross_entropy
 from recbole_hyper.ops.scan import SCAN_BACKENDS
-from recbole_hyper.params import Param, check_params
+from recbole_hyper.params import TRAINER_PARAMS, Param, check_params
 
 __all__ = ["HyperSequentialRecommender", "COMMON_PARAMS", "MAMBA_PARAMS"]
 
@@ -29,6 +29,7 @@ COMMON_PARAMS: Dict[str, Param] = {
     "loss_type": Param("str", "training loss", choices=("CE", "BPR")),
     "MAX_ITEM_LIST_LENGTH": Param("int", "longest item sequence", low=1),
     "train_mode": Param("str", "training examples", choices=TRAIN_MODES, optional=True),
+    **TRAINER_PARAMS,
 }
 
 

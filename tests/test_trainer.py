@@ -1,0 +1,48 @@
+"""The plugin trainer's learning-rate schedule."""
+
+import math
+
+import pytest
+
+from tests.conftest import tiny
+
+
+def rates_seen(schedule, tiny_dataset, epochs=3, **cfg):
+    from recbole_hyper.models.mamba4rec import Mamba4Rec
+    from recbole_hyper.trainer import HyperTrainer
+
+    config, _, train, valid, _ = tiny("Mamba4Rec", tiny_dataset, train_batch_size=2, epochs=epochs,
+                                      learning_rate=0.01, lr_schedule=schedule, **cfg)
+    trainer = HyperTrainer(config, Mamba4Rec(config, train._dataset))
+    seen = []
+    trainer.optimizer.register_step_post_hook(lambda opt, a, k: seen.append(opt.param_groups[0]["lr"]))
+    for epoch in range(epochs):
+        trainer._train_epoch(train, epoch)
+    return seen, len(train)
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "linear"])
+def test_decay_follows_the_formula(schedule, tiny_dataset, in_tmp):
+    seen, per_epoch = rates_seen(schedule, tiny_dataset, lr_warmup_steps=2, lr_min_ratio=0.1)
+    total = 3 * per_epoch
+    assert len(seen) == total
+    for step, lr in enumerate(seen):
+        if step < 2:
+            expected = 0.01 * (step + 1) / 2
+        else:
+            progress = (step - 2) / (total - 2)
+            shape = (1 + math.cos(math.pi * progress)) / 2 if schedule == "cosine" else 1 - progress
+            expected = 0.01 * (0.1 + 0.9 * shape)
+        assert lr == pytest.approx(expected, rel=1e-12), step
+
+
+def test_constant_is_recbole_behaviour(tiny_dataset, in_tmp):
+    seen, _ = rates_seen("constant", tiny_dataset)
+    assert set(seen) == {0.01}
+
+
+def test_bad_schedule_is_rejected(tiny_dataset, in_tmp):
+    from recbole_hyper.params import HyperParameterError
+
+    with pytest.raises(HyperParameterError, match="lr_schedule = 'exp'"):
+        tiny("Mamba4Rec", tiny_dataset, lr_schedule="exp")
