@@ -68,8 +68,14 @@ def sample_batches(args, work: Path) -> dict:
 
     import recbole_hyper  # noqa: F401
     from recbole_hyper.config import HyperConfig
+    from recbole_hyper.data import target_field
 
-    overrides = {"train_batch_size": args.batch, "eval_batch_size": args.eval_batch, "show_progress": False}
+    overrides = {
+        "train_batch_size": args.batch,
+        "eval_batch_size": args.eval_batch,
+        "show_progress": False,
+        "train_mode": args.train_mode,
+    }
     if args.data_path:
         overrides["data_path"] = args.data_path
     if args.L:
@@ -81,7 +87,8 @@ def sample_batches(args, work: Path) -> dict:
     for i, batch in enumerate(train):
         if i > args.steps:
             break
-        batches.append({k: batch[k] for k in ("user_id", "item_id", "item_id_list", "item_length")})
+        keys = ("user_id", "item_id", "item_id_list", "item_length", target_field(config))
+        batches.append({k: batch[k] for k in keys if k in batch})
     evals = []
     for i, (interaction, _, _, _) in enumerate(test):
         if i >= args.eval_steps:
@@ -126,19 +133,19 @@ def measure_model(spec: dict) -> dict:
     import recbole_hyper  # noqa: F401
     from recbole_hyper.compat import tune_allocator
     from recbole_hyper.config import HyperConfig
-    from recbole_hyper.registry import get_model_class
+    from recbole_hyper.quick_start import training_class
 
     tune_allocator()
     sys.argv = sys.argv[:1]
     device = torch.device(spec["device"])
     data = torch.load(spec["batches"], weights_only=False)
     facts = spec["facts"]
-    overrides = {"MAX_ITEM_LIST_LENGTH": facts["L"], "show_progress": False}
+    overrides = {"MAX_ITEM_LIST_LENGTH": facts["L"], "show_progress": False, "train_mode": spec["train_mode"]}
     if spec.get("data_path"):
         overrides["data_path"] = spec["data_path"]
     config = HyperConfig(model=spec["model"], dataset=spec["dataset"], config_dict=overrides)
     config["device"] = device
-    cls = get_model_class(spec["model"])
+    cls = training_class(config)
     stub = _Stub(facts, data["edges"])
     # The data pipeline's batch transform (BERT4Rec's masking), applied
     # before timing as RecBole's dataloader does.
@@ -162,7 +169,9 @@ def measure_model(spec: dict) -> dict:
 
     def step(batch):
         opt.zero_grad()
-        out = model.calculate_loss(batch)
+        # RecBole's trainer wraps the loss in autocast when enable_amp is set.
+        with torch.autocast(device.type, enabled=spec["amp"]):
+            out = model.calculate_loss(batch)
         (sum(out) if isinstance(out, tuple) else out).backward()
         opt.step()
 
@@ -205,6 +214,8 @@ def measure_model(spec: dict) -> dict:
     step_s = statistics.median(times)
     return {
         "model": spec["model"],
+        "train_mode": spec["train_mode"],
+        "amp": spec["amp"],
         "step_s": step_s,
         "step_times_s": times,
         "epoch_s_estimate": step_s * facts["batches_per_epoch"],
@@ -227,6 +238,9 @@ def main():
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--eval-steps", type=int, default=5)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--train-mode", default="augmented", choices=["augmented", "full_sequence"],
+                        help="full_sequence: --batch counts windows")
+    parser.add_argument("--amp", action="store_true", help="autocast the loss (bfloat16 on a CPU), as enable_amp does")
     parser.add_argument("--out", default=None)
     parser.add_argument("--measure", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -245,6 +259,7 @@ def main():
             spec = dict(
                 model=model, dataset=args.dataset, data_path=args.data_path, device=args.device,
                 batches=str(work / "batches.pt"), facts=facts, steps=args.steps,
+                train_mode=args.train_mode, amp=args.amp,
             )
             spec_file, out_file = work / f"{model}.spec", work / f"{model}.json"
             spec_file.write_text(json.dumps(spec))
@@ -269,7 +284,10 @@ def main():
     failed = [r for r in rows if "failed" in r]
     rows = [r for r in rows if "failed" not in r]
     by = {r["model"]: r for r in rows}
-    print(f"\n{args.dataset}, L = {facts['L']}, training batch {args.batch}, inference batch {args.eval_batch} users, device {args.device}\n")
+    print(
+        f"\n{args.dataset}, L = {facts['L']}, {args.train_mode} training batch {args.batch}"
+        f"{' with autocast' if args.amp else ''}, inference batch {args.eval_batch} users, device {args.device}\n"
+    )
     print("| model | train step (s) | time per epoch (s, estimated) | inference per batch (s) | peak memory (MB) | params | graph share of a step | step vs Mamba4Rec |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
@@ -279,7 +297,10 @@ def main():
             f"| {r['model']} | {r['step_s']:.3f} | {r['epoch_s_estimate']:.0f} | {r['inference_s_per_batch']:.3f} | "
             f"{r['peak_memory_MB']:.0f} | {r['n_params']:,} | {share} | {ratio:.2f}x |"
         )
-    out = Path(args.out) if args.out else REPO / "benchmarks" / "results" / f"efficiency_{args.dataset}_{args.device}_b{args.batch}.json"
+    suffix = ("_full_sequence" if args.train_mode == "full_sequence" else "") + ("_amp" if args.amp else "")
+    out = Path(args.out) if args.out else (
+        REPO / "benchmarks" / "results" / f"efficiency_{args.dataset}_{args.device}_b{args.batch}{suffix}.json"
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     import torch
 

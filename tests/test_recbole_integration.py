@@ -1,10 +1,6 @@
 """Registration, configuration, runner, errors and checkpoints with RecBole."""
 
-import os
-import subprocess
 import sys
-import zipfile
-from pathlib import Path
 
 import pytest
 import torch
