@@ -25,8 +25,11 @@ __all__ = [
     "DataError",
     "DatasetNotFoundError",
     "AtomicFile",
+    "inter_path",
+    "read_header",
     "inspect_dataset",
     "default_load_col",
+    "check_load_col_has_time",
     "check_not_filtered_away",
     "FIELD_TYPES",
 ]
