@@ -16,8 +16,15 @@ one with the row's own target appended.  Validation and test rows, the split
 and the full-ranking evaluation are RecBole's, unchanged.
 
 In full_sequence mode ``train_batch_size`` counts windows; when it is not set
-by the user, the plugin's default becomes ``train_batch_size // L`` so that a
-batch holds about as many targets as an augmented batch.
+by the user (or by ``full_sequence_defaults``), the plugin's default becomes
+``train_batch_size // L`` so that a batch holds about as many targets as an
+augmented batch.
+
+The rows are built with array operations rather than RecBole's per-row loop
+(same rows, same order).  Under the papers' split (leave-one-out by time)
+full_sequence mode builds only the rows it uses, each user's validation and
+test rows and the rows that end a window, instead of one row per interaction
+(on ML-1M at L = 200: 8,617 windows instead of 981,491 prefixes).
 """
 
 from __future__ import annotations
