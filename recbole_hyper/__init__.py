@@ -21,6 +21,7 @@ register_all()
 
 from recbole_hyper.models.mamba4rec import Mamba4Rec  # noqa: E402
 from recbole_hyper.quick_start import load_data_and_model, run, run_recbole_hyper  # noqa: E402
+from recbole_hyper.serving import Recommender  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -28,6 +29,7 @@ __all__ = [
     "selective_scan",
     "mamba_ssm_available",
     "Mamba4Rec",
+    "Recommender",
     "HyperConfig",
     "run",
     "run_recbole_hyper",

@@ -42,6 +42,7 @@ def run_recbole_hyper(
     from recbole_hyper.config import HyperConfig
     from recbole_hyper.data import create_dataset
     from recbole_hyper.registry import get_model_class
+    from recbole_hyper.serving import ServingData, serving_path
     from recbole_hyper.trainer import trainer_class
 
     model_class = get_model_class(model) if model is not None else None
@@ -61,6 +62,7 @@ def run_recbole_hyper(
 
     dataset_obj = create_dataset(config)
     logger.info(dataset_obj)
+    serving = ServingData.from_dataset(dataset_obj) if saved else None  # before build() reorders the rows
     train_data, valid_data, test_data = data_preparation(config, dataset_obj)
 
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
@@ -80,6 +82,9 @@ def run_recbole_hyper(
     test_result = trainer.evaluate(
         test_data, load_best_model=saved, show_progress=config["show_progress"]
     )
+    if saved and config["local_rank"] == 0:
+        serving.add_training_edges(train_data.dataset, config)
+        serving.save(serving_path(trainer.saved_model_file))
 
     logger.info(
         "The running environment of this training is as follows:\n"
@@ -221,6 +226,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     from recbole_hyper.registry import UnknownModelError
 
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "recommend":
+        from recbole_hyper.serving import main as recommend_main
+
+        return recommend_main(argv[1:])
     args, _ = build_parser().parse_known_args(argv)
     config_files = args.config_files.strip().split(" ") if args.config_files else None
     try:

@@ -166,12 +166,46 @@ class Mamba(nn.Module):
         """A = -exp(A_log), (ED, N), in float32."""
         return -torch.exp(self.A_log.float())
 
-    def transform_bc(self, B: torch.Tensor, C: torch.Tensor):
+    def transform_bc(self, B: torch.Tensor, C: torch.Tensor, positions: torch.Tensor = None):
         """Hook on the input-dependent B and C, time-major (L, batch, N).
 
-        Identity here; RoPE-Mamba rotates them by position.
+        ``positions`` (L, batch) gives each step's position in its sequence;
+        None means 0..L-1.  Identity here; RoPE-Mamba rotates them by position.
         """
         return B, C
+
+    # ------------------------------------------------------------ recurrence
+    def empty_state(self, batch: int, device=None, dtype=torch.float32) -> dict:
+        """The state before the first item: the causal convolution's window of
+        the last ``d_conv`` inputs, (batch, ED, d_conv), and the SSM state,
+        (batch, ED, N); zeros, as the convolution pads with zeros."""
+        return {
+            "conv": torch.zeros(batch, self.d_inner, self.d_conv, device=device, dtype=dtype),
+            "ssm": torch.zeros(batch, self.d_inner, self.d_state, device=device, dtype=dtype),
+        }
+
+    def step(self, hidden: torch.Tensor, state: dict, positions: torch.Tensor):
+        """One time step, the recurrent form of :meth:`forward`.
+
+        hidden (batch, d_input) is each sequence's next input, ``positions``
+        (batch,) its position; returns the output (batch, d_model) and the
+        new state, in O(1) time and memory per step:
+        ``h_t = exp(delta_t A) h_{t-1} + delta_t B_t x_t``, ``y_t = C_t h_t + D x_t``.
+        """
+        x, z = self.in_proj(hidden).chunk(2, dim=-1)  # (batch, ED) each
+        window = torch.cat([state["conv"][..., 1:], x.unsqueeze(-1)], dim=-1)
+        x = (window * self.conv1d.weight[:, 0, :]).sum(-1)
+        if self.conv1d.bias is not None:
+            x = x + self.conv1d.bias
+        x = F.silu(x)
+        dt, B, C = torch.split(self.x_proj(x), [self.dt_rank, self.d_state, self.d_state], dim=-1)
+        B, C = self.transform_bc(B.unsqueeze(0), C.unsqueeze(0), positions.unsqueeze(0))
+        B, C = B[0], C[0]
+        delta = F.softplus(self.dt_proj(dt))  # (batch, ED)
+        A = self.state_matrix().to(x.dtype)
+        h = torch.exp(delta.unsqueeze(-1) * A) * state["ssm"] + (delta * x).unsqueeze(-1) * B.unsqueeze(1)
+        y = (h * C.unsqueeze(1)).sum(-1) + self.D.to(x.dtype) * x
+        return self.out_proj(y * F.silu(z)), {"conv": window, "ssm": h}
 
     def forward(self, hidden_states: torch.Tensor, positions: torch.Tensor = None) -> torch.Tensor:
         """(batch, L, d_input) -> (batch, L, d_model).

@@ -70,3 +70,10 @@ class MambaLayer(nn.Module):
         if all_tokens:
             return self.ffn(h, mask, positions)
         return self.ffn(h, mask)
+
+    def step(self, x: torch.Tensor, state: dict, positions: torch.Tensor):
+        """One time step (inference): x (batch, d) -> (batch, d) and the Mamba block's new state."""
+        h, state = self.mamba.step(x, state, positions)
+        h = self.dropout(h)
+        h = self.LayerNorm(h + x) if self.residual else self.LayerNorm(h)
+        return self.ffn(h), state

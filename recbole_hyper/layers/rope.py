@@ -62,7 +62,8 @@ class RoPEMamba(Mamba):
         paired = A.reshape(A.shape[0], -1, 2).mean(-1, keepdim=True)
         return paired.expand(-1, -1, 2).reshape(A.shape)
 
-    def transform_bc(self, B: torch.Tensor, C: torch.Tensor):
-        positions = torch.arange(B.shape[0], device=B.device) + self.position_offset
-        positions = positions.view(-1, *([1] * (B.dim() - 2)))
+    def transform_bc(self, B: torch.Tensor, C: torch.Tensor, positions: torch.Tensor = None):
+        if positions is None:
+            positions = torch.arange(B.shape[0], device=B.device).view(-1, *([1] * (B.dim() - 2)))
+        positions = positions + self.position_offset
         return rotate_pairs(B, positions, self.rope_base), rotate_pairs(C, positions, self.rope_base)

@@ -75,8 +75,12 @@ class HyperSequentialRecommender(SequentialRecommender):
         self.loss_fct = BPRLoss() if self.loss_type == "BPR" else nn.CrossEntropyLoss()
 
     # ------------------------------------------------------------------ model
-    def embed(self, item_seq: torch.Tensor) -> torch.Tensor:
-        """Input representation of the sequence, (batch, L, d_in)."""
+    def embed(self, item_seq: torch.Tensor, positions: torch.Tensor = None) -> torch.Tensor:
+        """Input representation of the sequence, (batch, L, d_in).
+
+        ``positions`` (batch, L) are the items' positions in their sequences
+        (default 0..L-1), for models whose input depends on them.
+        """
         raise NotImplementedError
 
     def encode(self, item_seq, item_seq_len, positions=None) -> torch.Tensor:
@@ -107,6 +111,32 @@ class HyperSequentialRecommender(SequentialRecommender):
         """
         item_seq = _trim(item_seq, item_seq_len)
         return self.readout(self.encode(item_seq, item_seq_len, positions=item_seq_len - 1))
+
+    # -------------------------------------------------------------- streaming
+    def stream_start(self, batch: int = 1, device=None, dtype=None) -> Dict[str, object]:
+        """The recurrent state of ``batch`` empty sequences (see :meth:`stream_step`)."""
+        dtype = dtype or self.item_embedding.weight.dtype
+        return {
+            "layers": [layer.mamba.empty_state(batch, device, dtype) for layer in self.mamba_layers],
+            "position": torch.zeros(batch, dtype=torch.long, device=device),
+            "output": None,
+        }
+
+    def stream_step(self, items: torch.Tensor, state: Dict[str, object]) -> Dict[str, object]:
+        """Fold one more item per sequence into the state, in O(1) time and memory.
+
+        Mamba's recurrent form: each layer keeps its convolution window and
+        SSM state; everything else is position-wise.  ``state["output"]`` is
+        the representation :meth:`forward` gives for the whole sequence so far
+        (the full recurrence, however long the sequence).
+        """
+        positions = state["position"]
+        x = self.embed(items.unsqueeze(1), positions.unsqueeze(1))[:, 0]
+        layers = []
+        for layer, layer_state in zip(self.mamba_layers, state["layers"]):
+            x, layer_state = layer.step(x, layer_state, positions)
+            layers.append(layer_state)
+        return {"layers": layers, "position": positions + 1, "output": self.readout(x)}
 
     # ---------------------------------------------------------------- scoring
     def item_table(self) -> torch.Tensor:

@@ -243,10 +243,11 @@ class HM2Rec(HyperSequentialRecommender):
             self._table = None  # do not keep this step's autograd graph alive
 
     # ---------------------------------------------------------- the sequence
-    def embed(self, item_seq):
+    def embed(self, item_seq, positions=None):
         x = self.item_table()[item_seq]
         if self.rope_mode == "input":
-            positions = torch.arange(item_seq.shape[1], device=item_seq.device).unsqueeze(0)
+            if positions is None:
+                positions = torch.arange(item_seq.shape[1], device=item_seq.device).unsqueeze(0)
             x = rotate_pairs(x, positions, self.rope_base)
         return self.LayerNorm(self.dropout(x))
 

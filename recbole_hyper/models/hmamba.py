@@ -147,7 +147,7 @@ class HMamba(HyperSequentialRecommender):
                     module.reset_parameters()
 
     # --------------------------------------------------------------- encoder
-    def embed(self, item_seq):
+    def embed(self, item_seq, positions=None):
         x = self.lorentz.expmap0(self.item_embedding(item_seq))
         if self.training and self.norm_reg_weight > 0:
             self.aux_loss = self.norm_reg_weight * x.norm(dim=-1).mean()

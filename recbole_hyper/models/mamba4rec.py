@@ -81,6 +81,6 @@ class Mamba4Rec(HyperSequentialRecommender):
         if isinstance(module, nn.Linear) and module.bias is not None:
             module.bias.data.zero_()
 
-    def embed(self, item_seq):
-        """Input representation of the sequence, (batch, L, d)."""
+    def embed(self, item_seq, positions=None):
+        """Input representation of the sequence, (batch, L, d); no position enters."""
         return self.LayerNorm(self.dropout(self.item_embedding(item_seq)))
