@@ -104,6 +104,16 @@ def test_benchmark_dataset_matches_published_counts(name, in_tmp):
     assert dataset.time_field == "timestamp" and "timestamp" in dataset.inter_feat
 
 
+def test_ml1m_full_sequence_recipe_is_the_default(in_tmp, tmp_path):
+    (tmp_path / "ml-1m").mkdir()
+    (tmp_path / "ml-1m" / "ml-1m.inter").write_text("user_id:token\titem_id:token\ttimestamp:float\nu\ti\t1\n")
+    common = {"data_path": str(tmp_path)}
+    full = HyperConfig(model="Mamba4Rec", dataset="ml-1m", config_dict=dict(common, train_mode="full_sequence"))
+    assert (full["train_batch_size"], full["learning_rate"], full["lr_schedule"], full["epochs"]) == (32, 0.002, "cosine", 30)
+    augmented = HyperConfig(model="Mamba4Rec", dataset="ml-1m", config_dict=common)
+    assert (augmented["train_batch_size"], augmented["lr_schedule"], augmented["epochs"]) == (2048, "constant", 300)
+
+
 # ------------------------------------------------------------ own datasets
 def write_inter(root: Path, name: str, header: str, rows) -> str:
     folder = root / name
