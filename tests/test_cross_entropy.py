@@ -41,3 +41,20 @@ def test_gradient_reaches_a_derived_table():
     (g1,) = torch.autograd.grad(linear_cross_entropy(h, torch.tanh(base) * 2, y, block_elements=40), base)
     (g2,) = torch.autograd.grad(F.cross_entropy(h @ (torch.tanh(base) * 2).t(), y), base)
     torch.testing.assert_close(g1, g2)
+
+
+def test_under_autocast_as_recbole_enable_amp():
+    """RecBole's trainer wraps the loss in torch.autocast when enable_amp is set."""
+    torch.manual_seed(2)
+    h = torch.randn(40, 8, requires_grad=True)
+    table = torch.randn(50, 8, requires_grad=True)
+    y = torch.randint(1, 50, (40,))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ours = linear_cross_entropy(h @ torch.eye(8), table, y, block_elements=500)  # bf16 activations
+    ours.backward()
+    ref_h = h.detach().to(torch.bfloat16).double().requires_grad_()
+    ref_t = table.detach().double().requires_grad_()
+    F.cross_entropy(ref_h @ ref_t.t(), y).backward()
+    assert ours.dtype == torch.float32
+    assert ours.item() == pytest.approx(F.cross_entropy(ref_h.detach() @ ref_t.detach().t(), y).item(), rel=1e-5)
+    torch.testing.assert_close(table.grad.double(), ref_t.grad, rtol=1e-4, atol=1e-6)

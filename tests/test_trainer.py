@@ -46,3 +46,20 @@ def test_bad_schedule_is_rejected(tiny_dataset, in_tmp):
 
     with pytest.raises(HyperParameterError, match="lr_schedule = 'exp'"):
         tiny("Mamba4Rec", tiny_dataset, lr_schedule="exp")
+
+
+@pytest.mark.parametrize("model_name", ["Mamba4Rec", "HyMoERec", "HMamba", "HM2Rec"])
+def test_mixed_precision_training_runs(model_name, tiny_dataset, in_tmp):
+    """enable_amp: RecBole's trainer runs the loss under torch.autocast (bfloat16 on a CPU)."""
+    import torch
+
+    from recbole_hyper.registry import get_model_class
+    from recbole_hyper.trainer import HyperTrainer
+
+    config, _, train, _, _ = tiny(model_name, tiny_dataset, train_mode="full_sequence", enable_amp=True)
+    torch.manual_seed(0)
+    trainer = HyperTrainer(config, get_model_class(model_name)(config, train._dataset))
+    assert trainer.enable_amp
+    loss = trainer._train_epoch(train, 0)
+    total = sum(loss) if isinstance(loss, tuple) else loss
+    assert math.isfinite(float(total)) and float(total) > 0

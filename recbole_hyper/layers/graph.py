@@ -90,8 +90,14 @@ class _SymmetricSpMM(torch.autograd.Function):
 
 
 def propagate(adjacency: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """A_hat x for the symmetric normalized adjacency (dense x of matching dtype)."""
-    return _SymmetricSpMM.apply(adjacency.to(x.dtype), x)
+    """A_hat x for the symmetric normalized adjacency.
+
+    In x's dtype, at least float32: sparse products have no bfloat16 kernel
+    on the CPU, so under autocast (enable_amp) the propagation stays float32.
+    """
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    with torch.autocast(x.device.type, enabled=False):
+        return _SymmetricSpMM.apply(adjacency.to(dtype), x.to(dtype))
 
 
 class GraphPropagation(nn.Module):

@@ -29,6 +29,11 @@ DEFAULT_BLOCK_ELEMENTS = 1 << 20
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, table, targets, block_rows):
+        with torch.autocast(hidden.device.type, enabled=False):  # blocks in the inputs' dtype
+            return _LinearCrossEntropy._forward(ctx, hidden, table, targets, block_rows)
+
+    @staticmethod
+    def _forward(ctx, hidden, table, targets, block_rows):
         need_h, need_t = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         n = hidden.shape[0]
         total = torch.zeros((), dtype=torch.float64, device=hidden.device)
@@ -68,7 +73,9 @@ def linear_cross_entropy(
 
     hidden: (n, d); table: (V, d); targets: (n,) item ids in [0, V).
     """
-    if hidden.dtype != table.dtype:  # e.g. bfloat16 activations under autocast
-        hidden = hidden.to(table.dtype)
+    # Under autocast the activations may be bfloat16 while the table is float32:
+    # the loss is computed in the wider of the two (as autocast does for cross-entropy).
+    dtype = torch.promote_types(hidden.dtype, table.dtype)
+    hidden, table = hidden.to(dtype), table.to(dtype)
     block_rows = max(1, block_elements // max(1, table.shape[0]))
     return _LinearCrossEntropy.apply(hidden, table, targets, block_rows)
