@@ -10,6 +10,7 @@ It works for the plugin's models and for RecBole's own.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from logging import getLogger
 from typing import Dict, List, Optional
@@ -82,7 +83,7 @@ def run_recbole_hyper(
     test_result = trainer.evaluate(
         test_data, load_best_model=saved, show_progress=config["show_progress"]
     )
-    if saved and config["local_rank"] == 0:
+    if saved and config["local_rank"] == 0 and os.path.isfile(trainer.saved_model_file):
         serving.add_training_edges(train_data.dataset, config)
         serving.save(serving_path(trainer.saved_model_file))
 
