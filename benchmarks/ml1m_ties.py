@@ -14,7 +14,7 @@ those users and trains the same model on each:
   ordered by RecBole exactly as its official file would be.
 
     python benchmarks/ml1m_ties.py --ml1m ../datasets/ml-1m/ml-1m.inter \\
-        --ratings ratings_head.dat.gz --work /tmp/ties --seeds 2020
+        --ratings ratings_head.dat.gz --work /path/to/scratch --seeds 2020
 
 The datasets are written under ``--work`` (never into the repository); the
 runs go through ``run_grid.py`` with ML-1M's dataset settings and land in
