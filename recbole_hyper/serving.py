@@ -184,7 +184,8 @@ class Recommender:
             shown = ", ".join(repr(t) for t in unknown[:10]) + (" ..." if len(unknown) > 10 else "")
             raise UnknownTokenError(
                 f"Unknown {kind} token(s): {shown} ({len(unknown)} in all). The model knows "
-                f"{len(index)} {kind}s from its training data; pass errors='ignore' to skip unknown ones."
+                f"{len(index)} {kind}s from its training data; to skip unknown ones pass errors='ignore' "
+                f"(on the command line: --ignore-unknown)."
             )
         return [(t, index[t]) for t in tokens if t in index]
 
