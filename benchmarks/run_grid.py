@@ -44,8 +44,9 @@ PLUGIN_MODELS = tuple(MODELS)
 TWO_MODE_MODELS = PLUGIN_MODELS + CAUSAL_BASELINES
 
 
-def cell_name(model, dataset, mode, seed):
-    return f"{dataset}__{model}__{mode}__seed{seed}.json"
+def cell_name(model, dataset, mode, seed, tag=""):
+    name = f"{model}-{tag}" if tag else model
+    return f"{dataset}__{name}__{mode}__seed{seed}.json"
 
 
 def cells(args):
@@ -54,7 +55,7 @@ def cells(args):
             modes = args.modes if model in TWO_MODE_MODELS else ["augmented"]
             for mode in modes:
                 for seed in args.seeds:
-                    yield dict(model=model, dataset=dataset, mode=mode, seed=seed)
+                    yield dict(model=model, dataset=dataset, mode=mode, seed=seed, tag=args.tag)
 
 
 class _Budget(Exception):
@@ -163,6 +164,8 @@ def run_cell(spec: dict) -> dict:
     best = max(history, key=lambda h: h["valid_ndcg@10"]) if history else None
     return {
         "model": model_name,
+        "tag": spec.get("tag", ""),
+        "overrides": spec.get("overrides") or {},
         "dataset": spec["dataset"],
         "mode": spec["mode"],
         "seed": spec["seed"],
@@ -210,6 +213,7 @@ def main():
     parser.add_argument("--data_path", default=None, help="folder holding <dataset>/<dataset>.inter")
     parser.add_argument("--config", nargs="*", default=[], help="yaml files applied to every cell")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="extra RecBole parameters")
+    parser.add_argument("--tag", default="", help="variant name for cells run with --set (part of the file name)")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "runs"))
     parser.add_argument("--max-train-minutes", type=float, default=0, help="stop a cell's training after this long (0: no limit)")
     parser.add_argument("--threads", type=int, default=0)

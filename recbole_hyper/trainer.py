@@ -1,6 +1,6 @@
 """RecBole's trainer, with checkpoints that load on torch >= 2.6 and model hooks.
 
-:class:`HyperTrainer` is RecBole's ``Trainer`` with four changes:
+:class:`HyperTrainer` is RecBole's ``Trainer`` with five changes:
 
 * an optional learning-rate schedule, per optimizer step: ``lr_schedule``
   ``constant`` (RecBole's behaviour, the default), ``cosine`` or ``linear``
@@ -14,7 +14,10 @@
 * after every training epoch it calls the model's ``epoch_report()`` if the
   model has one and logs the returned lines at INFO level (HyMoERec logs its
   expert load there);
-* the per-epoch ``torch.cuda.amp.GradScaler`` deprecation warning is silenced.
+* the per-epoch ``torch.cuda.amp.GradScaler`` deprecation warning is silenced;
+* parameters on a manifold (``geoopt.ManifoldParameter``) are optimised by
+  geoopt's ``RiemannianAdam`` beside the configured optimiser
+  (:mod:`recbole_hyper.optim`).
 
 :func:`trainer_class` gives these changes to any RecBole trainer class.
 """
@@ -27,11 +30,22 @@ from recbole.trainer import Trainer
 from recbole.utils import set_color
 
 from recbole_hyper.compat import load_checkpoint, silence_known_warnings
+from recbole_hyper.optim import build_optimizer
 
 __all__ = ["HyperTrainerMixin", "HyperTrainer", "trainer_class"]
 
 
 class HyperTrainerMixin:
+    def _build_optimizer(self, **kwargs):
+        """RecBole's optimiser; manifold parameters (geoopt) get RiemannianAdam beside it."""
+        if "params" in kwargs:
+            return super()._build_optimizer(**kwargs)
+        return build_optimizer(
+            self.model,
+            lambda params: super(HyperTrainerMixin, self)._build_optimizer(params=params, **kwargs),
+            kwargs.get("learning_rate", self.learning_rate),
+        )
+
     def _load_trained(self, checkpoint_file):
         checkpoint = load_checkpoint(checkpoint_file, map_location=self.device)
         self.model.load_state_dict(checkpoint["state_dict"])

@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from recbole_hyper.layers.graph import VGAE, GraphPropagation, normalized_adjacency
+from recbole_hyper.layers.graph import VGAE, GraphEncoder, fermi_dirac_logits, normalized_adjacency
 from recbole_hyper.layers.lorentz import Lorentz
 from recbole_hyper.layers.mamba import Mamba
 from recbole_hyper.layers.rope import RoPEMamba, rotate_pairs
 from recbole_hyper.models.hm2rec import HM2Rec
+from recbole_hyper.optim import build_optimizer
 from tests.conftest import fast_config, prepare, tiny
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,15 +56,22 @@ def test_sparse_propagation_equals_dense_on_a_tiny_graph():
     np.testing.assert_allclose(adj.to_dense().numpy(), A_hat, rtol=1e-6, atol=1e-7)
 
     x = torch.randn(n, 3, dtype=torch.float64)
-    prop = GraphPropagation(2)
-    points, tangent = prop(adj.double(), x)
+    enc = GraphEncoder(n, 3, 2).double()
+    with torch.no_grad():
+        enc.weight.copy_(x)
+    points, tangent = enc(adj.double())
     Ah = torch.tensor(A_hat)
     expected = x + Ah @ x + Ah @ Ah @ x
     torch.testing.assert_close(points, expected)
-    # Hyperbolic (HGCF): the same propagation between log_o and exp_o.
+    # Hyperbolic (HGCF): the nodes are points; the same propagation between log_o and exp_o.
     lor = Lorentz(1.0).double()
-    hpoints, htangent = GraphPropagation(2, lor)(adj.double(), x)
-    torch.testing.assert_close(htangent, expected, rtol=1e-8, atol=1e-8)
+    henc = GraphEncoder(n, 3, 2, lorentz=lor).double()
+    with torch.no_grad():
+        henc.weight.copy_(lor.expmap0(x))
+    assert henc.weight.shape == (n, 4)
+    hpoints, htangent = henc(adj.double())
+    # log_o of a stored point goes through geoopt's arcosh (argument clamped at 1 + 1e-15): ~3e-8 near o.
+    torch.testing.assert_close(htangent, expected, rtol=1e-7, atol=1e-7)
     torch.testing.assert_close(hpoints, lor.expmap0(expected))
 
 
@@ -86,8 +94,9 @@ def test_vgae_reconstruction_and_negative_sampling(ml100k):
     assert all(tuple(p) in edge_set for p in pos.tolist())
     assert not any(tuple(q) in edge_set for q in neg.tolist())
     zu, zi = torch.randn(model.n_users, 4), torch.randn(model.n_items, 4)
-    bce = VGAE.reconstruction(zu, zi, pos, neg)
-    logits = torch.cat([(zu[pos[:, 0]] * zi[pos[:, 1]]).sum(-1), (zu[neg[:, 0]] * zi[neg[:, 1]]).sum(-1)])
+    pos_logit, neg_logit = (zu[pos[:, 0]] * zi[pos[:, 1]]).sum(-1), (zu[neg[:, 0]] * zi[neg[:, 1]]).sum(-1)
+    bce = VGAE.reconstruction(pos_logit, neg_logit)
+    logits = torch.cat([pos_logit, neg_logit])
     labels = torch.cat([torch.ones(500), torch.zeros(500)])
     manual = -(labels * torch.log(torch.sigmoid(logits)) + (1 - labels) * torch.log(1 - torch.sigmoid(logits))).mean()
     torch.testing.assert_close(bce, manual, rtol=1e-4, atol=1e-5)
@@ -130,11 +139,12 @@ def test_rotate_pairs_is_a_rotation():
 def test_extreme_norms_stay_finite(ml100k, dtype):
     config, data, train, _, _ = ml100k
     model = HM2Rec(config, train._dataset).to(dtype).train()
-    n = model.node_embedding.weight.shape[0]
+    n = model.graph.weight.shape[0]
     norms = torch.logspace(-8, math.log10(50), n, dtype=dtype)
     with torch.no_grad():
         w = torch.randn(n, model.hidden_size, dtype=dtype)
-        model.node_embedding.weight.copy_(w / w.norm(dim=1, keepdim=True) * norms[torch.randperm(n)][:, None])
+        # Points at geodesic distances 1e-8 ... 50 from the origin.
+        model.graph.weight.copy_(model.lorentz.expmap0(w / w.norm(dim=1, keepdim=True) * norms[torch.randperm(n)][:, None]))
     batch = next(iter(train))[:64]
     losses = model.calculate_loss(batch)
     total = sum(losses)
@@ -156,7 +166,7 @@ def test_every_ablation_builds_and_trains(tiny_dataset, hyperbolic, vgae, rope, 
     )
     torch.manual_seed(0)
     model = HM2Rec(config, train._dataset)
-    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    opt = build_optimizer(model, lambda params: torch.optim.Adam(params, lr=0.01), 0.01)
     batch = next(iter(train))
 
     def eval_loss():  # deterministic: VGAE mean, no dropout
@@ -170,9 +180,9 @@ def test_every_ablation_builds_and_trains(tiny_dataset, hyperbolic, vgae, rope, 
     for _ in range(10):
         opt.zero_grad()
         out = model.calculate_loss(batch)
-        assert isinstance(out, tuple) == (vgae and model.vgae_weight > 0)
-        (sum(out) if isinstance(out, tuple) else out).backward()
-        assert model.node_embedding.weight.grad.abs().sum() > 0  # the graph is trained
+        assert isinstance(out, tuple)  # the margin loss is on by default, the VGAE's joins it
+        sum(out).backward()
+        assert model.graph.weight.grad.abs().sum() > 0  # the graph is trained
         opt.step()
     assert eval_loss() < before
 

@@ -7,16 +7,20 @@
   graph (users first, then items) once, with scipy, as a torch sparse CSR
   tensor; :func:`propagate` multiplies by it (and uses its symmetry for the
   gradient).
-* :class:`GraphPropagation`: ``z^(l+1) = A_hat z^(l)`` for L layers and the
-  skip-sum ``z^(0) + ... + z^(L)`` (LightGCN: no feature transform, no
-  non-linearity).  With a :class:`~recbole_hyper.layers.lorentz.Lorentz`
-  model it is HGCF's hyperbolic version: the node parameters are tangent
-  vectors at the origin, lifted with exp_o and mapped back with log_o,
-  propagated in the tangent space, and the result is lifted again.
+* :class:`GraphEncoder`: the node table and ``z^(l+1) = A_hat z^(l)`` for L
+  layers with the skip-sum ``z^(0) + ... + z^(L)`` (LightGCN: no feature
+  transform, no non-linearity).  With a
+  :class:`~recbole_hyper.layers.lorentz.Lorentz` model it is HGCF's
+  hyperbolic version: the nodes are points of the hyperboloid (geoopt
+  manifold parameters, for a Riemannian optimiser), propagated in the tangent
+  space at the origin (log_o, propagate, exp_o); its ``sqdist`` is the
+  geometry's squared distance.
+* Structural losses in that distance: HGCF's :func:`margin_ranking_loss` and
+  HGCN's Fermi-Dirac decoder (:func:`fermi_dirac_logits`).
 * :class:`VGAE` (Kipf & Welling, 2016) on node features X: one GCN layer each
   for the mean and the log standard deviation, a reparameterised sample in
-  training and the mean in evaluation, an inner-product decoder, and the loss
-  BCE(observed training edges vs. as many sampled non-edges) + KL.  The
+  training and the mean in evaluation, and the loss BCE(observed training
+  edges vs. as many sampled non-edges) + KL, for any decoder's logits.  The
   N x N reconstruction is never built: only the sampled pairs are decoded.
 """
 
@@ -25,13 +29,22 @@ from __future__ import annotations
 import warnings
 from typing import Optional, Tuple
 
+import geoopt
 import numpy as np
 import scipy.sparse as sp
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["training_edges", "normalized_adjacency", "propagate", "GraphPropagation", "VGAE"]
+__all__ = [
+    "training_edges",
+    "normalized_adjacency",
+    "propagate",
+    "GraphEncoder",
+    "margin_ranking_loss",
+    "fermi_dirac_logits",
+    "VGAE",
+]
 
 
 def training_edges(interaction, uid_field: str, iid_field: str, seq_field: str, extra_fields=()) -> np.ndarray:
@@ -100,30 +113,77 @@ def propagate(adjacency: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return _SymmetricSpMM.apply(adjacency.to(dtype), x.to(dtype))
 
 
-class GraphPropagation(nn.Module):
-    """Multi-layer propagation with skip-sum; hyperbolic (HGCF) when given a Lorentz model."""
+class GraphEncoder(nn.Module):
+    """Node embeddings and their propagation, Euclidean (LightGCN) or hyperbolic (HGCF).
 
-    def __init__(self, n_layers: int = 2, lorentz: Optional[nn.Module] = None):
+    Euclidean: the node table is a plain ``(nodes, d)`` parameter.
+    Hyperbolic: the nodes are points of the Lorentz model, a
+    ``geoopt.ManifoldParameter`` of shape ``(nodes, d + 1)`` stepped by a
+    Riemannian optimiser; the propagation runs in the tangent space at the
+    origin: ``z^(0) = log_o(x)``, ``z^(l+1) = A_hat z^(l)``, skip-sum, and the
+    sum is mapped back with ``exp_o``.  :meth:`sqdist` is the geometry's
+    squared distance (Euclidean, or the squared Lorentz geodesic distance
+    ``K arcosh^2(-<x, y>_L / K)``), the one every structural loss uses.
+    """
+
+    def __init__(self, n_nodes: int, dim: int, n_layers: int = 2, init_std: float = 0.1, lorentz=None):
         super().__init__()
         self.n_layers = n_layers
         self._lorentz = [lorentz]  # owned by the model, not registered twice
+        tangent = torch.randn(n_nodes, dim) * init_std
+        if lorentz is None:
+            self.weight = nn.Parameter(tangent)
+        else:
+            self.weight = geoopt.ManifoldParameter(lorentz.expmap0(tangent).detach(), manifold=lorentz.manifold)
 
     @property
     def lorentz(self):
         return self._lorentz[0]
 
-    def forward(self, adjacency: torch.Tensor, params: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    @property
+    def hyperbolic(self) -> bool:
+        return self.lorentz is not None
+
+    def node_tangent(self) -> torch.Tensor:
+        """The nodes as vectors of R^d: the parameters, or log_o of the points."""
+        if not self.hyperbolic:
+            return self.weight
+        # Re-projected first: with a learned K the stored points sit on the
+        # hyperboloid of the K they were last stepped with.
+        points = self.lorentz.manifold.projx(self.weight)
+        return self.lorentz.logmap0(points)[..., 1:]
+
+    def to_points(self, tangent: torch.Tensor) -> torch.Tensor:
+        """Vectors of R^d as points of the geometry (exp_o for the Lorentz model)."""
+        return tangent if not self.hyperbolic else self.lorentz.expmap0(tangent)
+
+    def forward(self, adjacency: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """(node points, their tangent vectors at the origin); Euclidean: both the same."""
-        lorentz = self.lorentz
-        z = params if lorentz is None else lorentz.logmap0(lorentz.expmap0(params))[..., 1:]
+        z = self.node_tangent()
         total = z
         for _ in range(self.n_layers):
             z = propagate(adjacency, z)
             total = total + z
-        if lorentz is None:
+        if not self.hyperbolic:
             return total, total
-        points = lorentz.expmap0(total)
-        return points, lorentz.logmap0(points)[..., 1:]
+        tangent = self.lorentz.clip_tangent(total)
+        return self.lorentz.expmap0(tangent), tangent
+
+    def sqdist(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Squared distance between matching rows of points x and y."""
+        if not self.hyperbolic:
+            return (x - y).pow(2).sum(-1)
+        return self.lorentz.dist_from_neg_inner(-self.lorentz.inner(x, y).squeeze(-1)).pow(2)
+
+
+def margin_ranking_loss(sq_pos: torch.Tensor, sq_neg: torch.Tensor, margin: float) -> torch.Tensor:
+    """HGCF's loss: mean of max(0, d^2(u, i) - d^2(u, j) + margin) over (user, item, negative)."""
+    return F.relu(sq_pos - sq_neg + margin).mean()
+
+
+def fermi_dirac_logits(sqdist: torch.Tensor, r: float, t: float) -> torch.Tensor:
+    """Logits of HGCN's Fermi-Dirac decoder p = 1 / (exp((d^2 - r) / t) + 1)."""
+    return (r - sqdist) / t
 
 
 class VGAE(nn.Module):
@@ -147,15 +207,20 @@ class VGAE(nn.Module):
         return mu + torch.randn_like(mu) * log_sigma.exp()
 
     @staticmethod
-    def kl(mu: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:
-        """KL(N(mu, sigma^2) || N(0, I)), summed over dimensions, averaged over nodes."""
-        return -0.5 * torch.mean(torch.sum(1 + 2 * log_sigma - mu**2 - torch.exp(2 * log_sigma), dim=-1))
+    def kl(mu: torch.Tensor, log_sigma: torch.Tensor, scale: str = "node_mean") -> torch.Tensor:
+        """KL(N(mu, sigma^2) || N(0, I)), summed over dimensions.
+
+        ``scale``: ``node_mean`` averages over the nodes; ``kipf`` also divides
+        by the number of nodes, as Kipf & Welling's reference code does
+        (``0.5 / N * mean_nodes(sum_dims(...))``).
+        """
+        per_node = -0.5 * torch.sum(1 + 2 * log_sigma - mu**2 - torch.exp(2 * log_sigma), dim=-1)
+        value = per_node.mean()
+        return value / mu.shape[0] if scale == "kipf" else value
 
     @staticmethod
-    def reconstruction(z_users: torch.Tensor, z_items: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
-        """BCE of the inner-product decoder on sampled edges ``pos`` and non-edges ``neg`` (k, 2)."""
-        pos_logit = (z_users[pos[:, 0]] * z_items[pos[:, 1]]).sum(-1)
-        neg_logit = (z_users[neg[:, 0]] * z_items[neg[:, 1]]).sum(-1)
+    def reconstruction(pos_logit: torch.Tensor, neg_logit: torch.Tensor) -> torch.Tensor:
+        """BCE of the decoder's logits on sampled edges (label 1) and non-edges (label 0)."""
         logits = torch.cat([pos_logit, neg_logit])
         labels = torch.cat([torch.ones_like(pos_logit), torch.zeros_like(neg_logit)])
         return F.binary_cross_entropy_with_logits(logits, labels)

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import math
 
+import geoopt
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from geoopt.manifolds.base import Manifold
 from geoopt.manifolds.lorentz import math as lmath
 
 __all__ = ["Lorentz", "ARCOSH_EPS"]
@@ -56,17 +58,37 @@ class Lorentz(nn.Module):
         """K, as a scalar tensor."""
         return self.log_k.exp()
 
+    @property
+    def manifold(self) -> geoopt.Lorentz:
+        """geoopt's Lorentz manifold with this model's K, for ``geoopt.ManifoldParameter``.
+
+        geoopt's Riemannian optimisers step manifold parameters with its
+        manifold's ``retr``/``proju``/``egrad2rgrad``; this view reads K from
+        here, so a learned K is one number for the parameters and the maps.
+        """
+        view = self.__dict__.get("_manifold")
+        if view is None:
+            view = _LorentzView(self)
+            self.__dict__["_manifold"] = view  # not a submodule: no cycle in modules()
+        return view
+
     def _k(self, like: torch.Tensor) -> torch.Tensor:
         return self.k.to(like.dtype)
 
     def clip_tangent(self, v: torch.Tensor) -> torch.Tensor:
-        """Scale v (..., d) down to norm <= max_tangent_norm (no-op below it)."""
+        """Scale v (..., d) down to norm <= max_tangent_norm * sqrt(K) (no-op below it).
+
+        exp_o's coordinates grow like sqrt(K) cosh(|v| / sqrt(K)), so the
+        bound is on |v| / sqrt(K): at K = 1 it is ``max_tangent_norm`` itself,
+        and a small K (1e-3) cannot overflow either.
+        """
         # min(1, c / |v|) written as c / max(|v|, c): no reciprocal of a tiny norm
         # is formed, so the backward pass stays finite for |v| -> 0 (a reciprocal's
         # gradient, -1/|v|^2, overflows to inf below |v| ~ 1e-19 in float32 and
         # turns into NaN even where the clamp passes no gradient).
         norm = v.norm(dim=-1, keepdim=True)
-        return v * (self.max_tangent_norm / norm.clamp_min(self.max_tangent_norm))
+        bound = self.max_tangent_norm * self._k(v).sqrt()
+        return v * (bound / torch.maximum(norm, bound))
 
     def expmap0(self, v: torch.Tensor) -> torch.Tensor:
         """exp_o((0, v)): R^d -> H^d_K, shape (..., d) -> (..., d + 1)."""
@@ -112,3 +134,30 @@ class Lorentz(nn.Module):
     def to_poincare(self, x: torch.Tensor) -> torch.Tensor:
         """Hyperboloid -> Poincare ball of radius sqrt(K)."""
         return lmath.lorentz_to_poincare(x, k=self._k(x))
+
+
+class _LorentzView(geoopt.Lorentz):
+    """geoopt's ``Lorentz`` whose K is read from a :class:`Lorentz` module.
+
+    Its retraction first projects the step onto the tangent space at x.
+    RiemannianAdam divides the (tangent) first moment by the square root of
+    a per-coordinate second moment, which in the Lorentz model's ambient
+    coordinates is no longer a tangent vector; geoopt's exp map of such a
+    step can have a negative Minkowski norm and returns inf/NaN.  Projecting
+    keeps the step's spatial direction and makes it tangent.
+    """
+
+    def __init__(self, owner: Lorentz):
+        Manifold.__init__(self)  # geoopt's __init__ would store a K of its own
+        self.__dict__["_owner"] = owner
+
+    @property
+    def k(self) -> torch.Tensor:
+        return self.__dict__["_owner"].k
+
+    def retr(self, x: torch.Tensor, u: torch.Tensor, *, dim=-1) -> torch.Tensor:
+        return self.expmap(x, self.proju(x, u, dim=dim), dim=dim)
+
+    def retr_transp(self, x: torch.Tensor, u: torch.Tensor, v: torch.Tensor):
+        y = self.retr(x, u)
+        return y, self.transp(x, y, v)

@@ -4,18 +4,43 @@ No code is public.  The paper's abstract names four components; everything
 else is our documented reconstruction ([design], each behind a key):
 
 1. **Hyperbolic graph convolution** over the user-item graph of the training
-   split (no validation or test edges), HGCF-style: node parameters are
-   tangent vectors at the origin of the Lorentz model (curvature 1 by
-   default), lifted with exp_o and mapped back with log_o, propagated
+   split (no validation or test edges), following HGCF: the user and item
+   nodes are points of the Lorentz model H^d_K (curvature -1/K, ``curvature``,
+   optionally learned: ``learn_curvature``), stored as a geoopt
+   ``ManifoldParameter`` and stepped by geoopt's ``RiemannianAdam`` (the
+   plugin's trainer gives the manifold parameters to it and everything else
+   to the configured optimiser; [design] no weight decay on the points).
+   They are mapped to the tangent space at the origin (log_o), propagated
    ``z^(l+1) = A_hat z^(l)`` (A_hat = D^-1/2 A D^-1/2) for ``gcn_layers``
-   layers with a skip-sum, and lifted again.  ``use_hyperbolic: False``
-   propagates the same way in Euclidean space (LightGCN).
+   layers with a skip-sum, and mapped back (exp_o).  The geometry shapes
+   what is learned through the optimiser and through the structural losses,
+   which are written in the Lorentz distance ``K arcosh^2(-<x, y>_L / K)``:
+
+   * ``graph_loss: margin`` (HGCF): ``mean max(0, d^2(u, i) - d^2(u, j) + margin)``
+     over ``margin_edges`` sampled training edges (u, i), each with a
+     uniformly drawn item j the user has not interacted with, weighted by
+     ``graph_loss_weight``; ``none`` switches it off.
+   * the VGAE's decoder (below).
+
+   ``use_hyperbolic: False`` is the same architecture with Euclidean points
+   (a plain parameter, the configured optimiser, LightGCN propagation) and the
+   squared Euclidean distance in the same losses.
 2. **VGAE** on the tangent-space node embeddings: one GCN layer each for mu and
-   log sigma, a reparameterised sample in training (mu in evaluation), an
-   inner-product decoder trained with BCE on ``vgae_edges`` sampled training
-   edges against as many sampled non-edges, plus the KL term; the loss
-   ``vgae_weight * (BCE + KL)`` joins the training loss.  ``use_vgae: False``
-   uses the graph embeddings directly.
+   log sigma, a reparameterised sample for its loss, and a decoder over
+   ``vgae_edges`` sampled training edges against as many sampled non-edges:
+   ``vgae_decoder: fermi_dirac`` (HGCN's link decoder,
+   ``p = 1 / (exp((d^2 - r) / t) + 1)`` on the distance of the samples mapped
+   into the geometry, ``fd_r``, ``fd_t``) or ``inner_product`` (Kipf &
+   Welling).  Loss ``vgae_weight * (BCE + KL)``; the KL's scale is
+   ``vgae_kl_scale``: ``node_mean`` (mean over nodes of the sum over
+   dimensions) or ``kipf`` (that divided by the number of nodes, as the
+   reference code).  ``vgae_fusion``: what the sequence model receives in
+   training, ``mean`` (mu, as in evaluation) or ``sample`` (the
+   reparameterised sample).  [design] ``mean`` is the default: with
+   ``sample``, noise of standard deviation ~1 (the KL's optimum) enters the
+   item table in training only, and HM2Rec's validation NDCG@10 collapsed
+   after the first epoch and stayed flat for several (see the README's
+   HM2Rec curves).  ``use_vgae: False`` uses the graph embeddings directly.
 3. **Fusion**: the item representation of the sequence model (input
    embeddings and the tied scoring table) is the ID embedding plus a learned
    linear projection of the item's graph (VGAE) embedding.
@@ -46,7 +71,14 @@ import torch
 import torch.nn as nn
 
 from recbole_hyper.layers.ffn import FeedForward
-from recbole_hyper.layers.graph import VGAE, GraphPropagation, normalized_adjacency, training_edges
+from recbole_hyper.layers.graph import (
+    VGAE,
+    GraphEncoder,
+    fermi_dirac_logits,
+    margin_ranking_loss,
+    normalized_adjacency,
+    training_edges,
+)
 from recbole_hyper.layers.lorentz import Lorentz
 from recbole_hyper.layers.mamba import Mamba
 from recbole_hyper.layers.mamba_layer import MambaLayer
@@ -64,12 +96,22 @@ class HM2Rec(HyperSequentialRecommender):
         **MAMBA_PARAMS,
         "use_hyperbolic": Param("bool", "hyperbolic (HGCF) or Euclidean (LightGCN) graph convolution"),
         "curvature": Param("float", "K of the Lorentz model (curvature -1/K)", low=0, low_open=True),
+        "learn_curvature": Param("bool", "learn K (as log K)"),
+        "graph_loss": Param("str", "structural loss on the graph points", choices=("margin", "none")),
+        "graph_loss_weight": Param("float", "weight of the structural loss", low=0),
+        "margin": Param("float", "margin of HGCF's ranking loss", low=0),
+        "margin_edges": Param("int", "(user, item, negative) triples per step", low=1),
         "max_tangent_norm": Param("float", "tangent norm clip before exp_o", low=0, low_open=True),
         "gcn_layers": Param("int", "graph convolution layers", low=0),
         "graph_init_std": Param("float", "std of the graph embeddings' normal init", low=0, low_open=True),
         "use_vgae": Param("bool", "variational graph auto-encoder on the graph embeddings"),
         "vgae_weight": Param("float", "weight of the VGAE loss", low=0),
         "vgae_edges": Param("int", "training edges (and as many non-edges) per step", low=1),
+        "vgae_decoder": Param("str", "VGAE link decoder", choices=("fermi_dirac", "inner_product")),
+        "fd_r": Param("float", "Fermi-Dirac radius r"),
+        "fd_t": Param("float", "Fermi-Dirac temperature t", low=0, low_open=True),
+        "vgae_kl_scale": Param("str", "KL scale", choices=("node_mean", "kipf")),
+        "vgae_fusion": Param("str", "VGAE output fed to the sequence model in training", choices=("mean", "sample")),
         "rope_mode": Param("str", "where RoPE enters Mamba", choices=("bc", "input", "none")),
         "rope_base": Param("float", "RoPE frequency base", low=1),
         "use_moe": Param("bool", "mixture-of-experts feed-forward block"),
@@ -100,6 +142,14 @@ class HM2Rec(HyperSequentialRecommender):
         self.use_vgae = config["use_vgae"]
         self.vgae_weight = float(config["vgae_weight"])
         self.vgae_edges = int(config["vgae_edges"])
+        self.vgae_decoder = config["vgae_decoder"]
+        self.fd_r, self.fd_t = float(config["fd_r"]), float(config["fd_t"])
+        self.vgae_kl_scale = config["vgae_kl_scale"]
+        self.vgae_fusion = config["vgae_fusion"]
+        self.graph_loss = config["graph_loss"]
+        self.graph_loss_weight = float(config["graph_loss_weight"])
+        self.margin = float(config["margin"])
+        self.margin_edges = int(config["margin_edges"])
         self.n_users = dataset.num(self.USER_ID)
 
         # The training split's graph, built once (rebuilt, not checkpointed).
@@ -116,12 +166,17 @@ class HM2Rec(HyperSequentialRecommender):
         self.register_buffer("edge_keys", torch.as_tensor(keys), persistent=False)
 
         self.lorentz = (
-            Lorentz(config["curvature"], max_tangent_norm=config["max_tangent_norm"])
+            Lorentz(
+                config["curvature"],
+                learnable=config["learn_curvature"],
+                max_tangent_norm=config["max_tangent_norm"],
+            )
             if config["use_hyperbolic"]
             else None
         )
-        self.node_embedding = nn.Embedding(self.n_users + self.n_items, d)
-        self.graph = GraphPropagation(config["gcn_layers"], self.lorentz)
+        self.graph = GraphEncoder(
+            self.n_users + self.n_items, d, config["gcn_layers"], float(config["graph_init_std"]), self.lorentz
+        )
         self.vgae = VGAE(d, d) if self.use_vgae else None
         self.fuse = nn.Linear(d, d, bias=False)
 
@@ -131,7 +186,7 @@ class HM2Rec(HyperSequentialRecommender):
         self.mamba_layers = nn.ModuleList([self._layer(config) for _ in range(self.num_layers)])
         self.aux_loss = None
         self._table = None
-        self._init_weights(float(config["graph_init_std"]), bool(config["mamba_native_init"]))
+        self._init_weights(bool(config["mamba_native_init"]))
 
     def _layer(self, config) -> MambaLayer:
         d = self.hidden_size
@@ -161,7 +216,7 @@ class HM2Rec(HyperSequentialRecommender):
             dropout=self.dropout_prob, num_layers=self.num_layers, ffn=ffn, mamba=block,
         )
 
-    def _init_weights(self, graph_std: float, native_mamba: bool) -> None:
+    def _init_weights(self, native_mamba: bool) -> None:
         for module in self.modules():
             if isinstance(module, (nn.Linear, nn.Embedding)):
                 module.weight.data.normal_(0.0, 0.02)
@@ -170,7 +225,6 @@ class HM2Rec(HyperSequentialRecommender):
                 module.bias.data.zero_()
             if isinstance(module, nn.Linear) and module.bias is not None:
                 module.bias.data.zero_()
-        self.node_embedding.weight.data.normal_(0.0, graph_std)
         if native_mamba:
             for module in self.modules():
                 if isinstance(module, Mamba):
@@ -187,19 +241,56 @@ class HM2Rec(HyperSequentialRecommender):
             )
 
     def graph_item_embeddings(self) -> torch.Tensor:
-        """Graph (or VGAE) embeddings of the items, (n_items, d); sets the VGAE loss in training."""
+        """Graph (or VGAE) embeddings of the items, (n_items, d); sets the structural losses in training."""
         adjacency = self.adjacency()
-        _, tangent = self.graph(adjacency, self.node_embedding.weight)
+        points, tangent = self.graph(adjacency)
+        losses = []
+        if self.training and self.graph_loss == "margin" and self.graph_loss_weight > 0:
+            losses.append(self.graph_loss_weight * self.margin_loss(points, *self.sample_triples(self.margin_edges)))
         if self.vgae is None:
-            return tangent[self.n_users :]
-        mu, log_sigma = self.vgae.encode(adjacency, tangent)
-        z = VGAE.sample(mu, log_sigma, self.training)
-        if self.training and self.vgae_weight > 0:
-            pos, neg = self.sample_edges(self.vgae_edges)
-            z_users, z_items = z[: self.n_users], z[self.n_users :]
-            loss = VGAE.reconstruction(z_users, z_items, pos, neg) + VGAE.kl(mu, log_sigma)
-            self.aux_loss = self.vgae_weight * loss
-        return z[self.n_users :]
+            out = tangent[self.n_users :]
+        else:
+            mu, log_sigma = self.vgae.encode(adjacency, tangent)
+            z = VGAE.sample(mu, log_sigma, self.training)
+            if self.training and self.vgae_weight > 0:
+                pos, neg = self.sample_edges(self.vgae_edges)
+                bce = VGAE.reconstruction(self.link_logits(z, pos), self.link_logits(z, neg))
+                losses.append(self.vgae_weight * (bce + VGAE.kl(mu, log_sigma, self.vgae_kl_scale)))
+            out = (z if self.vgae_fusion == "sample" else mu)[self.n_users :]
+        self.aux_loss = sum(losses) if losses else None
+        return out
+
+    def node_sqdist(self, points: torch.Tensor, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Squared distance in the graph's geometry between user and item nodes (matching rows)."""
+        return self.graph.sqdist(points[users], points[self.n_users + items])
+
+    def margin_loss(self, points, users, pos_items, neg_items) -> torch.Tensor:
+        """HGCF's margin ranking loss on node points (nodes, d or d+1)."""
+        return margin_ranking_loss(
+            self.node_sqdist(points, users, pos_items), self.node_sqdist(points, users, neg_items), self.margin
+        )
+
+    def link_logits(self, z: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
+        """The VGAE decoder's logits for (user, item) pairs of latent codes z (nodes, d)."""
+        users, items = pairs[:, 0], pairs[:, 1]
+        if self.vgae_decoder == "inner_product":
+            return (z[users] * z[self.n_users + items]).sum(-1)
+        points = self.graph.to_points(torch.cat([z[users], z[self.n_users + items]]))
+        n = len(users)
+        return fermi_dirac_logits(self.graph.sqdist(points[:n], points[n:]), self.fd_r, self.fd_t)
+
+    def sample_triples(self, k: int):
+        """k training edges (user, item) and, per edge, an item the user has not interacted with."""
+        device = self.edges.device
+        pos = self.edges[torch.randint(len(self.edges), (k,), device=device)]
+        users = pos[:, 0]
+        neg = torch.randint(1, self.n_items, (k,), device=device)
+        for _ in range(100):  # rejection; a user's items are a small part of the catalog
+            clash = torch.isin(users * self.n_items + neg, self.edge_keys)
+            if not clash.any():
+                break
+            neg[clash] = torch.randint(1, self.n_items, (int(clash.sum()),), device=device)
+        return users, pos[:, 1], neg
 
     def sample_edges(self, k: int):
         """k training edges and k (user, item) pairs that are not training edges."""

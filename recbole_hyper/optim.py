@@ -1,0 +1,116 @@
+"""Optimisers for models with parameters on a manifold.
+
+A model with ``geoopt.ManifoldParameter`` s (HM2Rec's hyperbolic node table)
+needs a Riemannian optimiser for them: a Euclidean step would leave the
+manifold.  :func:`build_optimizer` gives those parameters to geoopt's
+``RiemannianAdam`` and the rest to the configured (RecBole) optimiser, and
+:class:`JointOptimizer` steps both as one, so RecBole's trainer (``zero_grad``,
+``step``, ``param_groups`` for the learning-rate schedule, ``state_dict`` in
+checkpoints) needs no change.  Models without manifold parameters get the
+configured optimiser alone.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable, List
+
+import geoopt
+import torch
+
+__all__ = ["JointOptimizer", "build_optimizer", "manifold_parameters"]
+
+
+def manifold_parameters(params: Iterable[torch.nn.Parameter]):
+    """(manifold parameters, the others) among the trainable ``params``."""
+    on, off = [], []
+    for p in params:
+        if p.requires_grad:
+            (on if isinstance(p, geoopt.ManifoldParameter) else off).append(p)
+    return on, off
+
+
+class _Handle:
+    def __init__(self, hooks: list, hook):
+        self._hooks, self._hook = hooks, hook
+
+    def remove(self):
+        if self._hook in self._hooks:
+            self._hooks.remove(self._hook)
+
+
+class JointOptimizer:
+    """Several optimisers stepped together (each over its own parameters)."""
+
+    def __init__(self, optimizers: List[torch.optim.Optimizer]):
+        self.optimizers = list(optimizers)
+        self._pre_hooks: list = []
+
+    @property
+    def param_groups(self) -> list:
+        return [group for opt in self.optimizers for group in opt.param_groups]
+
+    @property
+    def state(self) -> dict:
+        merged = {}
+        for opt in self.optimizers:
+            merged.update(opt.state)
+        return merged
+
+    def register_step_pre_hook(self, hook: Callable) -> _Handle:
+        """``hook(optimizer, args, kwargs)`` before every step (as torch's optimisers)."""
+        self._pre_hooks.append(hook)
+        return _Handle(self._pre_hooks, hook)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=set_to_none)
+
+    def step(self, closure=None):
+        for hook in list(self._pre_hooks):
+            hook(self, (), {})
+        loss = closure() if closure is not None else None
+        for opt in self.optimizers:
+            opt.step()
+        return loss
+
+    def state_dict(self) -> dict:
+        return {"optimizers": [opt.state_dict() for opt in self.optimizers]}
+
+    def load_state_dict(self, state: dict) -> None:
+        states = state.get("optimizers") if isinstance(state, dict) else None
+        if states is None or len(states) != len(self.optimizers):
+            raise ValueError("optimizer state does not match: it was saved for a different set of optimizers")
+        for opt, s in zip(self.optimizers, states):
+            opt.load_state_dict(s)
+
+
+@torch.no_grad()
+def _project_points(optimizer, args, kwargs) -> None:
+    """Put the points back onto their manifold before a Riemannian step.
+
+    With a learned curvature the points sit on the hyperboloid of the K they
+    were last stepped with; a retraction from off the manifold can leave it
+    for good (inf/NaN).  A no-op up to rounding for a fixed K.  The moments
+    are left alone: projecting them adds a component along x that Adam's
+    small second moments of rarely-updated rows blow up.
+    """
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            if isinstance(p, geoopt.ManifoldParameter):
+                p.copy_(p.manifold.projx(p))
+
+
+def build_optimizer(model: torch.nn.Module, build: Callable, learning_rate: float):
+    """The optimiser for ``model``: ``build(params)`` alone, or joint with RiemannianAdam.
+
+    ``build`` makes the configured optimiser for a list of parameters.  The
+    manifold parameters get ``RiemannianAdam`` at the same learning rate
+    (scheduled with the rest) and no weight decay: an L2 pull towards the
+    coordinate origin is not a pull towards the hyperboloid's origin.
+    """
+    on, off = manifold_parameters(model.parameters())
+    if not on:
+        return build(list(model.parameters()))  # exactly RecBole's optimiser
+    riemannian = geoopt.optim.RiemannianAdam(on, lr=learning_rate, weight_decay=0.0)
+    riemannian.register_step_pre_hook(_project_points)
+    return JointOptimizer([build(off), riemannian]) if off else riemannian
