@@ -230,3 +230,34 @@ def test_exp_map_gradients_stay_finite_down_to_zero_tangent_norm(dtype):
     # Beyond max_tangent_norm the point is clipped to distance 15 from the origin: x_0 = cosh(15).
     v = (direction * 50.0).to(dtype)
     assert lor.expmap0(v)[:, 0].double().tolist() == pytest.approx([math.cosh(15.0)] * 4, rel=1e-5)
+
+
+def test_log_map_has_no_norm_cap():
+    """Unlike the released code (norm capped at 10), log_o inverts exp_o at spatial norms >> 10."""
+    lor = Lorentz(1.0).double()
+    v = torch.randn(8, 6, dtype=torch.float64)
+    v = v / v.norm(dim=1, keepdim=True) * torch.linspace(0.5, 14.0, 8, dtype=torch.float64)[:, None]
+    x = lor.expmap0(v)
+    assert x[-1, 1:].norm() > 1e5
+    torch.testing.assert_close(lor.logmap0(x)[:, 1:], v, rtol=1e-9, atol=1e-9)
+
+
+def test_half_paper_form_is_algorithm_1(hm_data):
+    """Half in the paper's form: LayerNorm(E), standard Mamba, dot product - Mamba4Rec's computation."""
+    from recbole_hyper.models.mamba4rec import Mamba4Rec
+
+    config, data, train = hm_data[:3]
+    paper = build(config, train, variant="half", half_form="paper").eval()
+    code = build(config, train, variant="half", half_form="code").eval()
+    d = paper.hidden_size
+    assert paper.LayerNorm.normalized_shape == (d,) and code.LayerNorm.normalized_shape == (d + 1,)
+    reference = Mamba4Rec(dict_config(config, dropout_prob=paper.dropout_prob), train._dataset).eval()
+    missing, unexpected = reference.load_state_dict(paper.state_dict(), strict=False)
+    assert missing == [] and unexpected == ["lorentz.log_k"]
+    batch = batch_of(train)
+    with torch.no_grad():
+        expected = reference.full_sort_predict(batch)
+        torch.testing.assert_close(paper.full_sort_predict(batch), expected)
+        # The code's form (exp map, LayerNorm over d+1, log map) scores differently.
+        assert code.full_sort_predict(batch).shape == expected.shape
+        assert not torch.allclose(code.full_sort_predict(batch), expected)

@@ -18,8 +18,22 @@ Method, in the form of the authors' released code:
 
    A regulariser ``norm_reg_weight * mean ||x||_2`` over the lifted inputs is
    added to the loss (weight 1 in the code).
-3. **Half**: the same encoder, then ``t = log_o(u)`` and dot-product scores
-   ``t . E_v`` (the code's zero-padded item embeddings).
+3. **Half**, in one of two forms (``half_form``):
+
+   * ``code`` (default, the released code): the same encoder, then
+     ``t = log_o(u)`` and dot-product scores ``t . E_v`` (the code's
+     zero-padded item embeddings);
+   * ``paper`` (the paper's Algorithm 1): LayerNorm of the Euclidean item
+     embeddings (after dropout), a standard Mamba block with d inputs,
+     Mamba4Rec's wrapper and feed-forward block, and dot-product scores
+     ``h . E_v``: no map to or from the hyperboloid.
+
+   The released code's log map caps the spatial norm at 10 in its
+   denominator.  Ours does not: it is geoopt's log map, the exact inverse of
+   exp_o (log_o(exp_o(v)) = v, tested); a cap would make it longer than
+   the geodesic distance for points with spatial norm above 10 (distance
+   arsinh(10) ~ 3.0 at K = 1).  Values stay finite through the
+   ``max_tangent_norm`` clip before exp_o instead.
 4. Curvature K = 1 by default (as in the code), optionally learned
    (``learn_curvature``).  ``curvature_aware_A`` applies the paper's
    curvature-aware discretisation ``A_bar = exp(delta A K(kappa))`` with
@@ -76,6 +90,7 @@ class HMamba(HyperSequentialRecommender):
         **COMMON_PARAMS,
         **MAMBA_PARAMS,
         "variant": Param("str", "Full (distance scores) or Half (dot product)", choices=("full", "half")),
+        "half_form": Param("str", "Half: the released code's form or the paper's Algorithm 1", choices=("code", "paper")),
         "score": Param("str", "Full's score: code's squared distance or paper's distance", choices=("sqdist", "dist")),
         "curvature": Param("float", "K of the Lorentz model (curvature -1/K)", low=0, low_open=True),
         "learn_curvature": Param("bool", "learn K"),
@@ -87,6 +102,8 @@ class HMamba(HyperSequentialRecommender):
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.variant = config["variant"]
+        # Half in the paper's form: Euclidean embeddings, standard Mamba, dot product.
+        self.euclidean = self.variant == "half" and config["half_form"] == "paper"
         self.score_form = config["score"]
         self.num_layers = config["num_layers"]
         self.dropout_prob = config["dropout_prob"]
@@ -99,7 +116,8 @@ class HMamba(HyperSequentialRecommender):
         )
         self.item_embedding = nn.Embedding(self.n_items, d, padding_idx=0)
         self.dropout = nn.Dropout(self.dropout_prob)
-        self.LayerNorm = nn.LayerNorm(d + 1, eps=1e-12)
+        d_in = d if self.euclidean else d + 1
+        self.LayerNorm = nn.LayerNorm(d_in, eps=1e-12)
         mamba_cls = CurvatureAwareMamba if config["curvature_aware_A"] else Mamba
         layers = []
         for i in range(self.num_layers):
@@ -109,7 +127,7 @@ class HMamba(HyperSequentialRecommender):
                 d_state=config["d_state"],
                 d_conv=config["d_conv"],
                 expand=config["expand"],
-                d_input=d + 1 if i == 0 else d,
+                d_input=d_in if i == 0 else d,
                 scan_backend=config["scan_backend"],
                 **extra,
             )
@@ -122,7 +140,7 @@ class HMamba(HyperSequentialRecommender):
                     dropout=self.dropout_prob,
                     num_layers=self.num_layers,
                     mamba=block,
-                    residual=self.num_layers > 1 and i > 0,
+                    residual=self.num_layers > 1 and (i > 0 or self.euclidean),
                 )
             )
         self.mamba_layers = nn.ModuleList(layers)
@@ -148,13 +166,17 @@ class HMamba(HyperSequentialRecommender):
 
     # --------------------------------------------------------------- encoder
     def embed(self, item_seq, positions=None):
+        if self.euclidean:
+            return self.LayerNorm(self.dropout(self.item_embedding(item_seq)))
         x = self.lorentz.expmap0(self.item_embedding(item_seq))
         if self.training and self.norm_reg_weight > 0:
             self.aux_loss = self.norm_reg_weight * x.norm(dim=-1).mean()
         return self.LayerNorm(self.dropout(x))
 
     def readout(self, h: torch.Tensor) -> torch.Tensor:
-        """Full: the user point u on H^d_K, (..., d+1); Half: log_o(u), (..., d)."""
+        """Full: the user point u on H^d_K, (..., d+1); Half: log_o(u) (code) or h (paper), (..., d)."""
+        if self.euclidean:
+            return h
         u = self.lorentz.lift(h)
         if self.variant == "full":
             return u
