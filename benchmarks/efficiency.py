@@ -36,6 +36,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from recbole_hyper.registry import BASELINES, MODELS  # noqa: E402
+
 
 def rss_mb() -> float:
     with open("/proc/self/statm") as f:
@@ -231,7 +233,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", default="ml-1m")
     parser.add_argument("--data_path", default=None)
-    parser.add_argument("--models", nargs="+", default=["Mamba4Rec", "HyMoERec", "HMamba", "HM2Rec", "SASRec", "BERT4Rec", "GRU4Rec", "NARM"])
+    parser.add_argument("--models", nargs="+", default=list(MODELS) + list(BASELINES))
     parser.add_argument("--batch", type=int, default=2048, help="training batch size (RecBole's default)")
     parser.add_argument("--eval-batch", type=int, default=256, help="users per inference batch")
     parser.add_argument("--L", type=int, default=None, help="MAX_ITEM_LIST_LENGTH (default: the dataset's)")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -27,9 +28,14 @@ import numpy as np
 import yaml
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from recbole_hyper.registry import BASELINES, MODELS  # noqa: E402
 METRICS = ["hit@5", "hit@10", "ndcg@5", "ndcg@10", "mrr@10"]
-BASELINE = {"Mamba4Rec": ("SASRec", "augmented"), "HyMoERec": ("Mamba4Rec", None), "HMamba": ("Mamba4Rec", None), "HM2Rec": ("Mamba4Rec", None)}
-ORDER = ["Mamba4Rec", "HyMoERec", "HMamba", "HM2Rec", "SASRec", "GRU4Rec", "NARM", "BERT4Rec"]
+_FIRST = next(iter(MODELS))
+# The first plugin model against RecBole's SASRec (augmented); every other against the first.
+BASELINE = {m: (BASELINES[0], "augmented") if m == _FIRST else (_FIRST, None) for m in MODELS}
+ORDER = list(MODELS) + list(BASELINES)
 
 
 def load_runs(folder: Path):

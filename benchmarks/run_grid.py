@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from recbole_hyper.baselines import CAUSAL_BASELINES  # noqa: E402
-from recbole_hyper.registry import MODELS  # noqa: E402
+from recbole_hyper.registry import BASELINES, MODELS  # noqa: E402
 
 PLUGIN_MODELS = tuple(MODELS)
 # Models that train in either mode; RecBole's other baselines have only the augmented one.
@@ -207,7 +207,7 @@ def fmt_time(seconds):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", nargs="+", default=["ml-100k"])
-    parser.add_argument("--models", nargs="+", default=list(PLUGIN_MODELS) + ["SASRec", "GRU4Rec", "NARM", "BERT4Rec"])
+    parser.add_argument("--models", nargs="+", default=list(PLUGIN_MODELS) + list(BASELINES))
     parser.add_argument("--modes", nargs="+", default=["augmented", "full_sequence"], choices=["augmented", "full_sequence"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[2020, 2021, 2022])
     parser.add_argument("--data_path", default=None, help="folder holding <dataset>/<dataset>.inter")

@@ -19,16 +19,18 @@ from recbole_hyper.registry import MODELS, get_model_class, register_all  # noqa
 install_config_hook()
 register_all()
 
-from recbole_hyper.models.mamba4rec import Mamba4Rec  # noqa: E402
 from recbole_hyper.quick_start import load_data_and_model, run, run_recbole_hyper  # noqa: E402
 from recbole_hyper.serving import Recommender  # noqa: E402
+
+# The model classes, by their registered names (Mamba4Rec, HyMoERec, HMamba, HM2Rec).
+globals().update({_name: get_model_class(_name) for _name in MODELS})
 
 __version__ = "0.1.0"
 
 __all__ = [
     "selective_scan",
     "mamba_ssm_available",
-    "Mamba4Rec",
+    *MODELS,
     "Recommender",
     "HyperConfig",
     "run",

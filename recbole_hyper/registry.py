@@ -24,6 +24,7 @@ from typing import Dict, List
 
 __all__ = [
     "MODELS",
+    "BASELINES",
     "register_all",
     "is_plugin_model",
     "plugin_models",
@@ -38,6 +39,10 @@ MODELS: Dict[str, str] = {
     "HMamba": "recbole_hyper.models.hmamba",
     "HM2Rec": "recbole_hyper.models.hm2rec",
 }
+
+# RecBole's own sequential models the benchmarks put beside the plugin's (the
+# first plugin model is compared with SASRec, the others with the first).
+BASELINES = ("SASRec", "GRU4Rec", "NARM", "BERT4Rec")
 
 _RECBOLE_KINDS = (
     "general_recommender",

@@ -27,7 +27,7 @@
 from __future__ import annotations
 
 import warnings
-from typing import Optional, Tuple
+from typing import Tuple
 
 import geoopt
 import numpy as np

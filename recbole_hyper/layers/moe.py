@@ -137,6 +137,13 @@ class MoEFeedForward(nn.Module):
     def reset_load(self) -> None:
         self.load_counts.zero_()
 
+    def load_report(self) -> str:
+        """One line: the expert load since the last reset (and the fusion weight with a shared expert)."""
+        line = "expert load: " + " ".join(f"e{e}={v:.3f}" for e, v in enumerate(self.expert_load().tolist()))
+        if self.shared is not None:
+            line += f" | alpha={float(self.fusion_weight().detach()):.3f} step={int(self.num_steps)}"
+        return line
+
     # ---------------------------------------------------------------- forward
     def _mixture(self, x: torch.Tensor, top_idx: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
         """sum_k gates[:, k] * f_{top_idx[:, k]}(x), computing each expert on its tokens only."""

@@ -18,6 +18,7 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.model.loss import BPRLoss
 
 from recbole_hyper.data import TRAIN_MODES, target_field, uniform_negatives
+from recbole_hyper.layers.moe import MoEFeedForward
 from recbole_hyper.ops.cross_entropy import linear_cross_entropy
 from recbole_hyper.ops.scan import SCAN_BACKENDS
 from recbole_hyper.params import TRAINER_PARAMS, Param, check_params
@@ -150,6 +151,17 @@ class HyperSequentialRecommender(SequentialRecommender):
     def score_items(self, seq_output: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Scores of one item per row, (batch,)."""
         return (seq_output * self.item_table()[items]).sum(-1)
+
+    # ---------------------------------------------------------------- reports
+    def epoch_report(self) -> List[str]:
+        """Lines the trainer logs after every epoch: each mixture-of-experts layer's load (then reset)."""
+        lines = []
+        for i, layer in enumerate(getattr(self, "mamba_layers", ())):
+            ffn = getattr(layer, "ffn", None)
+            if isinstance(ffn, MoEFeedForward):
+                lines.append(f"layer {i} {ffn.load_report()}")
+                ffn.reset_load()
+        return lines
 
     # ----------------------------------------------------------------- losses
     def aux_losses(self) -> List[torch.Tensor]:

@@ -64,7 +64,6 @@ is computed once per evaluation and reused for every batch.
 from __future__ import annotations
 
 import warnings
-from typing import List
 
 import numpy as np
 import torch
@@ -341,15 +340,3 @@ class HM2Rec(HyperSequentialRecommender):
                 positions = torch.arange(item_seq.shape[1], device=item_seq.device).unsqueeze(0)
             x = rotate_pairs(x, positions, self.rope_base)
         return self.LayerNorm(self.dropout(x))
-
-    def score_items(self, seq_output, items):
-        return (seq_output * self.item_table()[items]).sum(-1)
-
-    def epoch_report(self) -> List[str]:
-        lines = []
-        for i, layer in enumerate(self.mamba_layers):
-            if isinstance(layer.ffn, MoEFeedForward):
-                load = layer.ffn.expert_load()
-                lines.append(f"layer {i} expert load: " + " ".join(f"e{e}={v:.3f}" for e, v in enumerate(load.tolist())))
-                layer.ffn.reset_load()
-        return lines

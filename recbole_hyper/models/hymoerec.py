@@ -76,16 +76,3 @@ class HyMoERec(Mamba4Rec):
 
     def moe_layers(self) -> List[MoEFeedForward]:
         return [layer.ffn for layer in self.mamba_layers]
-
-    def epoch_report(self) -> List[str]:
-        """Expert load of each layer since the last report (then reset)."""
-        lines = []
-        for i, moe in enumerate(self.moe_layers()):
-            load = moe.expert_load()
-            lines.append(
-                f"layer {i} expert load: "
-                + " ".join(f"e{e}={v:.3f}" for e, v in enumerate(load.tolist()))
-                + f" | alpha={float(moe.fusion_weight().detach()):.3f} step={int(moe.num_steps)}"
-            )
-            moe.reset_load()
-        return lines
