@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import recbole_hyper  # noqa: F401  (registers the models)
+from recbole_hyper.ops import selective_scan_ref as reference_scan
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -98,3 +100,38 @@ def run_cli(args, cwd):
         text=True,
         timeout=600,
     )
+
+
+def dict_config(config, **overrides):
+    """A copy of a RecBole Config with some keys changed."""
+    import copy
+
+    new = copy.copy(config)
+    new.final_config_dict = dict(config.final_config_dict, **overrides)
+    return new
+
+
+def reference_mamba(block, x: torch.Tensor) -> torch.Tensor:
+    """Mamba-1's forward pass in mamba-ssm's (batch, channels, L) layout, float64."""
+    p = {k: v.detach().double() for k, v in block.state_dict().items()}
+    x = x.double()
+    L = x.shape[1]
+    xz = (x @ p["in_proj.weight"].T).transpose(1, 2)
+    xs, z = xz.chunk(2, dim=1)
+    xs = F.conv1d(xs, p["conv1d.weight"], p["conv1d.bias"], padding=block.d_conv - 1, groups=block.d_inner)
+    xs = F.silu(xs[..., :L])
+    x_dbl = xs.transpose(1, 2) @ p["x_proj.weight"].T
+    dt, B, C = torch.split(x_dbl, [block.dt_rank, block.d_state, block.d_state], dim=-1)
+    dt = (dt @ p["dt_proj.weight"].T).transpose(1, 2)
+    y, _ = reference_scan(
+        xs,
+        dt,
+        -torch.exp(p["A_log"]),
+        B.transpose(1, 2),
+        C.transpose(1, 2),
+        D=p["D"],
+        z=z,
+        delta_bias=p["dt_proj.bias"],
+        delta_softplus=True,
+    )
+    return y.transpose(1, 2) @ p["out_proj.weight"].T

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from recbole_hyper.layers.graph import VGAE, GraphEncoder, fermi_dirac_logits, normalized_adjacency
+from recbole_hyper.layers.graph import VGAE, GraphEncoder, normalized_adjacency
 from recbole_hyper.layers.lorentz import Lorentz
 from recbole_hyper.layers.mamba import Mamba
 from recbole_hyper.layers.rope import RoPEMamba, rotate_pairs

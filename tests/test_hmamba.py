@@ -11,8 +11,7 @@ import torch
 
 from recbole_hyper.layers.lorentz import Lorentz
 from recbole_hyper.models.hmamba import HMamba
-from tests.conftest import prepare
-from tests.test_mamba4rec import dict_config
+from tests.conftest import dict_config, prepare
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -5,8 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from recbole_hyper.models.mamba4rec import Mamba4Rec
-from tests.conftest import prepare
-from tests.test_mamba_block import reference_mamba
+from tests.conftest import dict_config, prepare, reference_mamba
 
 
 @pytest.fixture(scope="module")
@@ -74,15 +73,6 @@ def test_mamba4rec_initialisation(ml100k):
     dt = F.softplus(native.mamba_layers[0].mamba.dt_proj.bias)
     assert dt.min() > 0.0009 and dt.max() < 0.1001
     assert abs(native.item_embedding.weight.std().item() - 0.02) < 0.003
-
-
-def dict_config(config, **overrides):
-    """A copy of a RecBole Config with some keys changed."""
-    import copy
-
-    new = copy.copy(config)
-    new.final_config_dict = dict(config.final_config_dict, **overrides)
-    return new
 
 
 def test_scores_are_tied_and_consistent(ml100k):

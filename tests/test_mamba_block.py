@@ -7,33 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from recbole_hyper.layers.mamba import Mamba
-from tests.test_selective_scan import reference_scan
-
-
-def reference_mamba(block: Mamba, x: torch.Tensor) -> torch.Tensor:
-    """Mamba-1's forward pass in mamba-ssm's (batch, channels, L) layout, float64."""
-    p = {k: v.detach().double() for k, v in block.state_dict().items()}
-    x = x.double()
-    L = x.shape[1]
-    xz = (x @ p["in_proj.weight"].T).transpose(1, 2)
-    xs, z = xz.chunk(2, dim=1)
-    xs = F.conv1d(xs, p["conv1d.weight"], p["conv1d.bias"], padding=block.d_conv - 1, groups=block.d_inner)
-    xs = F.silu(xs[..., :L])
-    x_dbl = xs.transpose(1, 2) @ p["x_proj.weight"].T
-    dt, B, C = torch.split(x_dbl, [block.dt_rank, block.d_state, block.d_state], dim=-1)
-    dt = (dt @ p["dt_proj.weight"].T).transpose(1, 2)
-    y, _ = reference_scan(
-        xs,
-        dt,
-        -torch.exp(p["A_log"]),
-        B.transpose(1, 2),
-        C.transpose(1, 2),
-        D=p["D"],
-        z=z,
-        delta_bias=p["dt_proj.bias"],
-        delta_softplus=True,
-    )
-    return y.transpose(1, 2) @ p["out_proj.weight"].T
+from tests.conftest import reference_mamba
 
 
 def test_parameter_names_and_shapes_match_mamba_ssm():

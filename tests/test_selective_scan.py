@@ -7,43 +7,7 @@ import torch
 from recbole_hyper import selective_scan
 import recbole_hyper.ops.scan as scan_module
 from recbole_hyper.ops import resolve_backend, selective_scan_time_major
-
-
-def reference_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
-    """Step-by-step float64 recurrence, written from the S6 equations.
-
-    u, delta: (b, d, L); A: (d, n); B, C: (b, n, L) or (b, g, n, L).
-    Returns y (b, d, L) and the last state (b, d, n).
-    """
-    u, delta, A, B, C = (x.double() for x in (u, delta, A, B, C))
-    b, d, L = u.shape
-    n = A.shape[1]
-    if delta_bias is not None:
-        delta = delta + delta_bias.double()[None, :, None]
-    if delta_softplus:
-        delta = torch.log1p(torch.exp(delta))
-    if B.dim() == 3:
-        B = B.unsqueeze(1)
-        C = C.unsqueeze(1)
-    per_group = d // B.shape[1]
-    states = [torch.zeros(b, n, dtype=torch.float64) for _ in range(d)]
-    ys = []
-    for t in range(L):
-        out_t = []
-        for ch in range(d):
-            g = ch // per_group
-            decay = torch.exp(delta[:, ch, t, None] * A[ch])  # (b, n)
-            states[ch] = decay * states[ch] + delta[:, ch, t, None] * B[:, g, :, t] * u[:, ch, t, None]
-            out_t.append((states[ch] * C[:, g, :, t]).sum(-1))
-        ys.append(torch.stack(out_t, dim=1))
-    y = torch.stack(ys, dim=-1)
-    h = torch.stack(states, dim=1)
-    if D is not None:
-        y = y + u * D.double()[None, :, None]
-    if z is not None:
-        zz = z.double()
-        y = y * zz * torch.sigmoid(zz)
-    return y, h
+from recbole_hyper.ops import selective_scan_ref as reference_scan
 
 
 def make_inputs(b, d, n, L, groups=0, dtype=torch.float64, with_z=True, with_bias=True, seed=0):

@@ -7,6 +7,7 @@ from recbole_hyper.ops.scan import (
     selective_scan,
     selective_scan_time_major,
 )
+from recbole_hyper.ops.scan_ref import selective_scan_ref
 
 __all__ = [
     "SCAN_BACKENDS",
@@ -14,4 +15,5 @@ __all__ = [
     "resolve_backend",
     "selective_scan",
     "selective_scan_time_major",
+    "selective_scan_ref",
 ]
