@@ -2,8 +2,11 @@
 
 * one layer in the model: ``H = LayerNorm(Dropout(Mamba(X)))`` (no residual);
 * stacked layers: ``H = LayerNorm(Dropout(Mamba(X)) + X)`` (``residual``);
-* then the position-wise feed-forward block, which models may swap (HyMoERec
-  puts its hybrid mixture of experts there).
+* then the position-wise feed-forward block.
+
+The model builds both parts (see ``HyperSequentialRecommender.build_mixer``
+and ``build_ffn``): HMamba, HM2Rec and HyMoERec swap the mixer or the
+feed-forward block there.
 """
 
 from __future__ import annotations
@@ -11,38 +14,19 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from recbole_hyper.layers.ffn import FeedForward
-from recbole_hyper.layers.mamba import Mamba
-
 __all__ = ["MambaLayer"]
 
 
 class MambaLayer(nn.Module):
-    def __init__(
-        self,
-        d_model: int,
-        d_state: int,
-        d_conv: int,
-        expand: int,
-        dropout: float,
-        num_layers: int,
-        ffn: nn.Module = None,
-        mamba: nn.Module = None,
-        scan_backend: str = "auto",
-        residual: bool = None,
-    ):
+    """``mamba`` (any sequence mixer with Mamba's interface) and ``ffn``, built by the model."""
+
+    def __init__(self, mamba: nn.Module, ffn: nn.Module, d_model: int, dropout: float, residual: bool):
         super().__init__()
-        self.num_layers = num_layers
-        # Mamba4Rec: no residual for a single layer; layers whose input width
-        # differs from d_model (HMamba's first layer) cannot have one either.
-        self.residual = num_layers > 1 if residual is None else residual
-        self.mamba = mamba or Mamba(
-            d_model=d_model, d_state=d_state, d_conv=d_conv, expand=expand,
-            scan_backend=scan_backend,
-        )
+        self.residual = residual
+        self.mamba = mamba
         self.dropout = nn.Dropout(dropout)
         self.LayerNorm = nn.LayerNorm(d_model, eps=1e-12)
-        self.ffn = ffn if ffn is not None else FeedForward(d_model, d_model * 4, dropout)
+        self.ffn = ffn
 
     def forward(
         self, x: torch.Tensor, mask: torch.Tensor = None, positions: torch.Tensor = None

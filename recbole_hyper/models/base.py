@@ -18,6 +18,9 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.model.loss import BPRLoss
 
 from recbole_hyper.data import TRAIN_MODES, target_field, uniform_negatives
+from recbole_hyper.layers.ffn import FeedForward
+from recbole_hyper.layers.mamba import Mamba
+from recbole_hyper.layers.mamba_layer import MambaLayer
 from recbole_hyper.layers.moe import MoEFeedForward
 from recbole_hyper.ops.cross_entropy import linear_cross_entropy
 from recbole_hyper.ops.scan import SCAN_BACKENDS
@@ -151,6 +154,43 @@ class HyperSequentialRecommender(SequentialRecommender):
     def score_items(self, seq_output: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Scores of one item per row, (batch,)."""
         return (seq_output * self.item_table()[items]).sum(-1)
+
+    # ----------------------------------------------------------------- layers
+    #: Build each layer's feed-forward block before its mixer.  The order in
+    #: which parameters are created sets what they draw from the random number
+    #: generator; it is kept per model so that a seed reproduces earlier runs.
+    ffn_first = False
+
+    def build_layers(self, config) -> nn.ModuleList:
+        """``num_layers`` :class:`MambaLayer` s of :meth:`build_mixer` and :meth:`build_ffn`."""
+        return nn.ModuleList(self.build_layer(config, i) for i in range(config["num_layers"]))
+
+    def build_layer(self, config, i: int) -> MambaLayer:
+        if self.ffn_first:
+            ffn = self.build_ffn(config, i)
+            mixer = self.build_mixer(config, i)
+        else:
+            mixer = self.build_mixer(config, i)
+            ffn = self.build_ffn(config, i)
+        return MambaLayer(mixer, ffn, self.hidden_size, config["dropout_prob"], self.layer_residual(config, i))
+
+    def build_mixer(self, config, i: int) -> nn.Module:
+        """Layer i's sequence mixer: Mamba4Rec's Mamba block."""
+        return Mamba(
+            d_model=self.hidden_size,
+            d_state=config["d_state"],
+            d_conv=config["d_conv"],
+            expand=config["expand"],
+            scan_backend=config["scan_backend"],
+        )
+
+    def build_ffn(self, config, i: int) -> nn.Module:
+        """Layer i's position-wise feed-forward block: Mamba4Rec's FFN (inner width 4d)."""
+        return FeedForward(self.hidden_size, 4 * self.hidden_size, config["dropout_prob"])
+
+    def layer_residual(self, config, i: int) -> bool:
+        """Mamba4Rec: a residual connection around the mixer only when layers are stacked."""
+        return config["num_layers"] > 1
 
     # ---------------------------------------------------------------- reports
     def epoch_report(self) -> List[str]:

@@ -69,7 +69,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from recbole_hyper.layers.ffn import FeedForward
 from recbole_hyper.layers.graph import (
     VGAE,
     GraphEncoder,
@@ -80,7 +79,6 @@ from recbole_hyper.layers.graph import (
 )
 from recbole_hyper.layers.lorentz import Lorentz
 from recbole_hyper.layers.mamba import Mamba
-from recbole_hyper.layers.mamba_layer import MambaLayer
 from recbole_hyper.layers.moe import MoEFeedForward, check_moe_settings
 from recbole_hyper.layers.rope import RoPEMamba, rotate_pairs
 from recbole_hyper.models.base import COMMON_PARAMS, MAMBA_PARAMS, HyperSequentialRecommender
@@ -182,37 +180,36 @@ class HM2Rec(HyperSequentialRecommender):
         self.item_embedding = nn.Embedding(self.n_items, d, padding_idx=0)
         self.LayerNorm = nn.LayerNorm(d, eps=1e-12)
         self.dropout = nn.Dropout(self.dropout_prob)
-        self.mamba_layers = nn.ModuleList([self._layer(config) for _ in range(self.num_layers)])
+        self.mamba_layers = self.build_layers(config)
         self.aux_loss = None
         self._table = None
         self._init_weights(bool(config["mamba_native_init"]))
 
-    def _layer(self, config) -> MambaLayer:
-        d = self.hidden_size
-        block_cls = RoPEMamba if self.rope_mode == "bc" else Mamba
-        extra = {"rope_base": self.rope_base} if self.rope_mode == "bc" else {}
-        block = block_cls(
-            d_model=d,
+    def build_mixer(self, config, i):
+        """RoPE-Mamba (``rope_mode: bc``) or Mamba."""
+        common = dict(
+            d_model=self.hidden_size,
             d_state=config["d_state"],
             d_conv=config["d_conv"],
             expand=config["expand"],
             scan_backend=config["scan_backend"],
-            **extra,
         )
-        if config["use_moe"]:
-            ffn = MoEFeedForward(
-                d, 4 * d, self.dropout_prob,
-                n_experts=config["n_experts"],
-                top_k=config["top_k"],
-                shared_expert=False,
-                lambda_lb=config["lambda_lb"],
-                router=config["moe_router"],
-            )
-        else:
-            ffn = FeedForward(d, 4 * d, self.dropout_prob)
-        return MambaLayer(
-            d_model=d, d_state=config["d_state"], d_conv=config["d_conv"], expand=config["expand"],
-            dropout=self.dropout_prob, num_layers=self.num_layers, ffn=ffn, mamba=block,
+        if self.rope_mode == "bc":
+            return RoPEMamba(rope_base=self.rope_base, **common)
+        return Mamba(**common)
+
+    def build_ffn(self, config, i):
+        """The routed mixture of experts (``use_moe``) or Mamba4Rec's FFN."""
+        if not config["use_moe"]:
+            return super().build_ffn(config, i)
+        d = self.hidden_size
+        return MoEFeedForward(
+            d, 4 * d, self.dropout_prob,
+            n_experts=config["n_experts"],
+            top_k=config["top_k"],
+            shared_expert=False,
+            lambda_lb=config["lambda_lb"],
+            router=config["moe_router"],
         )
 
     def _init_weights(self, native_mamba: bool) -> None:

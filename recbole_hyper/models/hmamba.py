@@ -58,31 +58,16 @@ import torch
 import torch.nn as nn
 from geoopt.manifolds.lorentz.math import arcosh
 
+from recbole_hyper.layers.curvature import CurvatureAwareMamba
 from recbole_hyper.layers.lorentz import Lorentz
 from recbole_hyper.layers.mamba import Mamba
-from recbole_hyper.layers.mamba_layer import MambaLayer
 from recbole_hyper.models.base import COMMON_PARAMS, MAMBA_PARAMS, HyperSequentialRecommender
 from recbole_hyper.params import Param
 
-__all__ = ["HMamba", "CurvatureAwareMamba"]
+__all__ = ["HMamba"]
 
 _SQDIST_MAX = 30.0
 _SQDIST_THETA_MAX = 10.0
-
-
-class CurvatureAwareMamba(Mamba):
-    """Mamba whose state matrix is A K(kappa): column 0 scaled by sqrt(|kappa|) = 1/sqrt(K)."""
-
-    def __init__(self, *args, lorentz: Lorentz = None, **kwargs):
-        super().__init__(*args, **kwargs)
-        # Held without registering it as a submodule: the model owns it.
-        self._lorentz = [lorentz]
-
-    def state_matrix(self) -> torch.Tensor:
-        A = super().state_matrix()
-        scale = torch.ones(A.shape[-1], dtype=A.dtype, device=A.device)
-        scale = torch.cat([self._lorentz[0].k.to(A.dtype).rsqrt().reshape(1), scale[1:]])
-        return A * scale
 
 
 class HMamba(HyperSequentialRecommender):
@@ -118,34 +103,30 @@ class HMamba(HyperSequentialRecommender):
         self.dropout = nn.Dropout(self.dropout_prob)
         d_in = d if self.euclidean else d + 1
         self.LayerNorm = nn.LayerNorm(d_in, eps=1e-12)
-        mamba_cls = CurvatureAwareMamba if config["curvature_aware_A"] else Mamba
-        layers = []
-        for i in range(self.num_layers):
-            extra = {"lorentz": self.lorentz} if mamba_cls is CurvatureAwareMamba else {}
-            block = mamba_cls(
-                d_model=d,
-                d_state=config["d_state"],
-                d_conv=config["d_conv"],
-                expand=config["expand"],
-                d_input=d_in if i == 0 else d,
-                scan_backend=config["scan_backend"],
-                **extra,
-            )
-            layers.append(
-                MambaLayer(
-                    d_model=d,
-                    d_state=config["d_state"],
-                    d_conv=config["d_conv"],
-                    expand=config["expand"],
-                    dropout=self.dropout_prob,
-                    num_layers=self.num_layers,
-                    mamba=block,
-                    residual=self.num_layers > 1 and (i > 0 or self.euclidean),
-                )
-            )
-        self.mamba_layers = nn.ModuleList(layers)
+        self.d_in = d_in
+        self.curvature_aware_A = bool(config["curvature_aware_A"])
+        self.mamba_layers = self.build_layers(config)
         self.aux_loss = None
         self._init_weights(bool(config["mamba_native_init"]))
+
+    # ---------------------------------------------------------------- layers
+    def build_mixer(self, config, i):
+        """Mamba (curvature-aware with ``curvature_aware_A``); the first takes the d + 1 Lorentz coordinates."""
+        common = dict(
+            d_model=self.hidden_size,
+            d_state=config["d_state"],
+            d_conv=config["d_conv"],
+            expand=config["expand"],
+            d_input=self.d_in if i == 0 else self.hidden_size,
+            scan_backend=config["scan_backend"],
+        )
+        if self.curvature_aware_A:
+            return CurvatureAwareMamba(lorentz=self.lorentz, **common)
+        return Mamba(**common)
+
+    def layer_residual(self, config, i):
+        """No residual around a first layer whose input is d + 1 wide."""
+        return config["num_layers"] > 1 and (i > 0 or self.euclidean)
 
     # ------------------------------------------------------------------ init
     def _init_weights(self, native_mamba: bool) -> None:

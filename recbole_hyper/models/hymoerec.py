@@ -60,7 +60,10 @@ class HyMoERec(Mamba4Rec):
                 f"Invalid hyperparameters for {cls.__name__}:\n  " + "\n  ".join(problems)
             )
 
-    def build_ffn(self, config):
+    ffn_first = True
+
+    def build_ffn(self, config, i):
+        """The hybrid mixture of experts in place of the FFN."""
         return MoEFeedForward(
             d_model=self.hidden_size,
             inner_size=self.hidden_size * 4,

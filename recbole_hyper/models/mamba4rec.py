@@ -21,7 +21,6 @@ from __future__ import annotations
 import torch.nn as nn
 
 from recbole_hyper.layers.mamba import Mamba
-from recbole_hyper.layers.mamba_layer import MambaLayer
 from recbole_hyper.models.base import COMMON_PARAMS, MAMBA_PARAMS, HyperSequentialRecommender
 
 __all__ = ["Mamba4Rec"]
@@ -42,27 +41,8 @@ class Mamba4Rec(HyperSequentialRecommender):
         self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
         self.LayerNorm = nn.LayerNorm(self.hidden_size, eps=1e-12)
         self.dropout = nn.Dropout(self.dropout_prob)
-        self.mamba_layers = nn.ModuleList(
-            [self.build_layer(config) for _ in range(self.num_layers)]
-        )
+        self.mamba_layers = self.build_layers(config)
         self.init_weights(bool(config["mamba_native_init"]))
-
-    def build_layer(self, config) -> nn.Module:
-        """One Mamba layer with the feed-forward block of :meth:`build_ffn`."""
-        return MambaLayer(
-            d_model=self.hidden_size,
-            d_state=self.d_state,
-            d_conv=self.d_conv,
-            expand=self.expand,
-            dropout=self.dropout_prob,
-            num_layers=self.num_layers,
-            ffn=self.build_ffn(config),
-            scan_backend=self.scan_backend,
-        )
-
-    def build_ffn(self, config):
-        """The layer's feed-forward block; None keeps Mamba4Rec's FFN."""
-        return None
 
     def init_weights(self, native_mamba: bool) -> None:
         self.apply(self._init_module)
