@@ -20,12 +20,14 @@ __all__ = ["MambaLayer"]
 class MambaLayer(nn.Module):
     """``mamba`` (any sequence mixer with Mamba's interface) and ``ffn``, built by the model."""
 
-    def __init__(self, mamba: nn.Module, ffn: nn.Module, d_model: int, dropout: float, residual: bool):
+    def __init__(
+        self, mamba: nn.Module, ffn: nn.Module, d_model: int, dropout: float, residual: bool, eps: float = 1e-12
+    ):
         super().__init__()
         self.residual = residual
         self.mamba = mamba
         self.dropout = nn.Dropout(dropout)
-        self.LayerNorm = nn.LayerNorm(d_model, eps=1e-12)
+        self.LayerNorm = nn.LayerNorm(d_model, eps=eps)
         self.ffn = ffn
 
     def forward(

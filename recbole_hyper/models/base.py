@@ -33,6 +33,8 @@ COMMON_PARAMS: Dict[str, Param] = {
     "loss_type": Param("str", "training loss", choices=("CE", "BPR")),
     "MAX_ITEM_LIST_LENGTH": Param("int", "longest item sequence", low=1),
     "train_mode": Param("str", "training examples", choices=TRAIN_MODES, optional=True),
+    "initializer_range": Param("float", "std of the N(0, std) init of Linear and Embedding weights", low=0, optional=True),
+    "layer_norm_eps": Param("float", "LayerNorm epsilon", low=0, low_open=True, optional=True),
     **TRAINER_PARAMS,
 }
 
@@ -77,6 +79,10 @@ class HyperSequentialRecommender(SequentialRecommender):
         self.hidden_size = config["hidden_size"]
         self.loss_type = config["loss_type"]
         self.loss_fct = BPRLoss() if self.loss_type == "BPR" else nn.CrossEntropyLoss()
+        # RecBole's keys and defaults (as SASRec's).
+        std, eps = config["initializer_range"], config["layer_norm_eps"]
+        self.initializer_range = 0.02 if std is None else float(std)
+        self.layer_norm_eps = 1e-12 if eps is None else float(eps)
 
     # ------------------------------------------------------------------ model
     def embed(self, item_seq: torch.Tensor, positions: torch.Tensor = None) -> torch.Tensor:
@@ -172,7 +178,9 @@ class HyperSequentialRecommender(SequentialRecommender):
         else:
             mixer = self.build_mixer(config, i)
             ffn = self.build_ffn(config, i)
-        return MambaLayer(mixer, ffn, self.hidden_size, config["dropout_prob"], self.layer_residual(config, i))
+        return MambaLayer(
+            mixer, ffn, self.hidden_size, config["dropout_prob"], self.layer_residual(config, i), self.layer_norm_eps
+        )
 
     def build_mixer(self, config, i: int) -> nn.Module:
         """Layer i's sequence mixer: Mamba4Rec's Mamba block."""
@@ -186,11 +194,41 @@ class HyperSequentialRecommender(SequentialRecommender):
 
     def build_ffn(self, config, i: int) -> nn.Module:
         """Layer i's position-wise feed-forward block: Mamba4Rec's FFN (inner width 4d)."""
-        return FeedForward(self.hidden_size, 4 * self.hidden_size, config["dropout_prob"])
+        return FeedForward(self.hidden_size, 4 * self.hidden_size, config["dropout_prob"], eps=self.layer_norm_eps)
 
     def layer_residual(self, config, i: int) -> bool:
         """Mamba4Rec: a residual connection around the mixer only when layers are stacked."""
         return config["num_layers"] > 1
+
+    # ------------------------------------------------------------------- init
+    #: Draw Linear and Embedding weights from N(0, initializer_range) (RecBole's
+    #: init); False keeps PyTorch's default init for them (HMamba's Full model).
+    redraw_weights = True
+
+    def init_weights(self, config) -> None:
+        """RecBole's initialisation, then :meth:`init_extra`, then (optionally) Mamba's own.
+
+        Linear and Embedding weights ~ N(0, ``initializer_range``) (which also
+        overrides Mamba's delta initialisation), Linear biases 0, LayerNorm
+        (1, 0); ``mamba_native_init: True`` re-applies mamba-ssm's
+        initialisation to every Mamba block afterwards.
+        """
+        for module in self.modules():
+            if self.redraw_weights and isinstance(module, (nn.Linear, nn.Embedding)):
+                module.weight.data.normal_(0.0, self.initializer_range)
+            elif isinstance(module, nn.LayerNorm):
+                module.weight.data.fill_(1.0)
+                module.bias.data.zero_()
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                module.bias.data.zero_()
+        self.init_extra()
+        if config["mamba_native_init"]:
+            for module in self.modules():
+                if isinstance(module, Mamba):
+                    module.reset_parameters()
+
+    def init_extra(self) -> None:
+        """A model's own initialisation after RecBole's (nothing by default)."""
 
     # ---------------------------------------------------------------- reports
     def epoch_report(self) -> List[str]:

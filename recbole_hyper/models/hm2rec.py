@@ -178,12 +178,12 @@ class HM2Rec(HyperSequentialRecommender):
         self.fuse = nn.Linear(d, d, bias=False)
 
         self.item_embedding = nn.Embedding(self.n_items, d, padding_idx=0)
-        self.LayerNorm = nn.LayerNorm(d, eps=1e-12)
+        self.LayerNorm = nn.LayerNorm(d, eps=self.layer_norm_eps)
         self.dropout = nn.Dropout(self.dropout_prob)
         self.mamba_layers = self.build_layers(config)
         self.aux_loss = None
         self._table = None
-        self._init_weights(bool(config["mamba_native_init"]))
+        self.init_weights(config)
 
     def build_mixer(self, config, i):
         """RoPE-Mamba (``rope_mode: bc``) or Mamba."""
@@ -210,21 +210,8 @@ class HM2Rec(HyperSequentialRecommender):
             shared_expert=False,
             lambda_lb=config["lambda_lb"],
             router=config["moe_router"],
+            eps=self.layer_norm_eps,
         )
-
-    def _init_weights(self, native_mamba: bool) -> None:
-        for module in self.modules():
-            if isinstance(module, (nn.Linear, nn.Embedding)):
-                module.weight.data.normal_(0.0, 0.02)
-            elif isinstance(module, nn.LayerNorm):
-                module.weight.data.fill_(1.0)
-                module.bias.data.zero_()
-            if isinstance(module, nn.Linear) and module.bias is not None:
-                module.bias.data.zero_()
-        if native_mamba:
-            for module in self.modules():
-                if isinstance(module, Mamba):
-                    module.reset_parameters()
 
     # ------------------------------------------------------------- the graph
     def adjacency(self) -> torch.Tensor:

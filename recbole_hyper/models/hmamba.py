@@ -102,12 +102,12 @@ class HMamba(HyperSequentialRecommender):
         self.item_embedding = nn.Embedding(self.n_items, d, padding_idx=0)
         self.dropout = nn.Dropout(self.dropout_prob)
         d_in = d if self.euclidean else d + 1
-        self.LayerNorm = nn.LayerNorm(d_in, eps=1e-12)
+        self.LayerNorm = nn.LayerNorm(d_in, eps=self.layer_norm_eps)
         self.d_in = d_in
         self.curvature_aware_A = bool(config["curvature_aware_A"])
         self.mamba_layers = self.build_layers(config)
         self.aux_loss = None
-        self._init_weights(bool(config["mamba_native_init"]))
+        self.init_weights(config)
 
     # ---------------------------------------------------------------- layers
     def build_mixer(self, config, i):
@@ -129,21 +129,15 @@ class HMamba(HyperSequentialRecommender):
         return config["num_layers"] > 1 and (i > 0 or self.euclidean)
 
     # ------------------------------------------------------------------ init
-    def _init_weights(self, native_mamba: bool) -> None:
-        for module in self.modules():
-            if isinstance(module, nn.LayerNorm):
-                module.weight.data.fill_(1.0)
-                module.bias.data.zero_()
-            if self.variant == "half" and isinstance(module, (nn.Linear, nn.Embedding)):
-                module.weight.data.normal_(0.0, 0.02)
-            if isinstance(module, nn.Linear) and module.bias is not None:
-                module.bias.data.zero_()
+    @property
+    def redraw_weights(self) -> bool:
+        """Half uses Mamba4Rec's N(0, 0.02); Full keeps PyTorch's default Linear init (as the code)."""
+        return self.variant == "half"
+
+    def init_extra(self) -> None:
+        """Full: the item table from xavier-uniform (as the code)."""
         if self.variant == "full":
             nn.init.xavier_uniform_(self.item_embedding.weight)
-        if native_mamba:
-            for module in self.modules():
-                if isinstance(module, Mamba):
-                    module.reset_parameters()
 
     # --------------------------------------------------------------- encoder
     def embed(self, item_seq, positions=None):

@@ -75,6 +75,7 @@ class HyMoERec(Mamba4Rec):
             warmup_steps=config["moe_warmup_steps"],
             lambda_lb=config["lambda_lb"],
             router=config["moe_router"],
+            eps=self.layer_norm_eps,
         )
 
     def moe_layers(self) -> List[MoEFeedForward]:

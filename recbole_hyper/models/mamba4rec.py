@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from recbole_hyper.layers.mamba import Mamba
 from recbole_hyper.models.base import COMMON_PARAMS, MAMBA_PARAMS, HyperSequentialRecommender
 
 __all__ = ["Mamba4Rec"]
@@ -39,27 +38,10 @@ class Mamba4Rec(HyperSequentialRecommender):
         self.scan_backend = config["scan_backend"]
 
         self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
-        self.LayerNorm = nn.LayerNorm(self.hidden_size, eps=1e-12)
+        self.LayerNorm = nn.LayerNorm(self.hidden_size, eps=self.layer_norm_eps)
         self.dropout = nn.Dropout(self.dropout_prob)
         self.mamba_layers = self.build_layers(config)
-        self.init_weights(bool(config["mamba_native_init"]))
-
-    def init_weights(self, native_mamba: bool) -> None:
-        self.apply(self._init_module)
-        if native_mamba:
-            for module in self.modules():
-                if isinstance(module, Mamba):
-                    module.reset_parameters()
-
-    @staticmethod
-    def _init_module(module: nn.Module) -> None:
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            module.weight.data.normal_(mean=0.0, std=0.02)
-        elif isinstance(module, nn.LayerNorm):
-            module.bias.data.zero_()
-            module.weight.data.fill_(1.0)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            module.bias.data.zero_()
+        self.init_weights(config)
 
     def embed(self, item_seq, positions=None):
         """Input representation of the sequence, (batch, L, d); no position enters."""
