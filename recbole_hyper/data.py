@@ -44,6 +44,7 @@ __all__ = [
     "window_rows",
     "create_dataset",
     "uniform_negatives",
+    "training_edges",
 ]
 
 TRAIN_MODES = ("augmented", "full_sequence")
@@ -61,6 +62,36 @@ def uniform_negatives(targets: torch.Tensor, n_items: int) -> torch.Tensor:
     clash = negatives == targets
     negatives[clash] = (negatives[clash] % (n_items - 1)) + 1
     return negatives
+
+
+def training_edges(dataset) -> np.ndarray:
+    """The training graph: unique (user, item) pairs of a training split's rows, (E, 2).
+
+    Every item of a row's history, its target and, in full_sequence mode, its
+    per-position targets count: together they are exactly each user's training
+    interactions, so validation and test targets never become edges.  Kept on
+    the dataset after the first call (as RecBole-GNN builds graphs on its
+    datasets).
+    """
+    cached = getattr(dataset, "_training_edges", None)
+    if cached is not None:
+        return cached
+    config = dataset.config
+    inter = dataset.inter_feat
+    seq_fields = [config["ITEM_ID_FIELD"] + config["LIST_SUFFIX"]]
+    if target_field(config) in inter:
+        seq_fields.append(target_field(config))
+    users = inter[config["USER_ID_FIELD"]].numpy()
+    pieces_u, pieces_i = [users], [inter[config["ITEM_ID_FIELD"]].numpy()]
+    for field in seq_fields:
+        seq = inter[field].numpy()
+        rows, cols = np.nonzero(seq)
+        pieces_u.append(users[rows])
+        pieces_i.append(seq[rows, cols])
+    pairs = np.stack([np.concatenate(pieces_u), np.concatenate(pieces_i)], axis=1)
+    pairs = np.unique(pairs[pairs[:, 1] > 0], axis=0)
+    dataset._training_edges = pairs
+    return pairs
 
 
 def window_rows(user_ids: np.ndarray, max_len: int) -> np.ndarray:

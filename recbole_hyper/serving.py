@@ -78,15 +78,9 @@ class ServingData:
         )
 
     def add_training_edges(self, train_dataset, config) -> None:
-        from recbole_hyper.data import target_field
-        from recbole_hyper.layers.graph import training_edges
+        from recbole_hyper.data import training_edges
 
-        inter = train_dataset.inter_feat
-        extra = (target_field(config),) if target_field(config) in inter else ()
-        edges = training_edges(
-            inter, config["USER_ID_FIELD"], config["ITEM_ID_FIELD"],
-            config["ITEM_ID_FIELD"] + config["LIST_SUFFIX"], extra,
-        )
+        edges = training_edges(train_dataset)
         self.train_edges = torch.as_tensor(edges, dtype=torch.int32)
 
     def save(self, path) -> None:

@@ -1,8 +1,5 @@
 """User-item graph encoders: LightGCN/HGCF propagation and a variational graph auto-encoder.
 
-* :func:`training_edges` collects the (user, item) pairs of a training split
-  from RecBole's sequential rows (augmented prefixes or full-sequence
-  windows), so validation and test targets never become edges.
 * :func:`normalized_adjacency` builds ``D^-1/2 A D^-1/2`` of the bipartite
   graph (users first, then items) once, with scipy, as a torch sparse CSR
   tensor; :func:`propagate` multiplies by it (and uses its symmetry for the
@@ -37,7 +34,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 __all__ = [
-    "training_edges",
     "normalized_adjacency",
     "propagate",
     "GraphEncoder",
@@ -45,24 +41,6 @@ __all__ = [
     "fermi_dirac_logits",
     "VGAE",
 ]
-
-
-def training_edges(interaction, uid_field: str, iid_field: str, seq_field: str, extra_fields=()) -> np.ndarray:
-    """Unique (user, item) pairs seen in a training split's rows, shape (E, 2).
-
-    Every item of a row's history, its target and any per-position target
-    field count: together they are exactly the user's training interactions.
-    """
-    users = interaction[uid_field].numpy()
-    pieces_u, pieces_i = [users], [interaction[iid_field].numpy()]
-    for field in (seq_field, *extra_fields):
-        seq = interaction[field].numpy()
-        rows, cols = np.nonzero(seq)
-        pieces_u.append(users[rows])
-        pieces_i.append(seq[rows, cols])
-    pairs = np.stack([np.concatenate(pieces_u), np.concatenate(pieces_i)], axis=1)
-    pairs = pairs[pairs[:, 1] > 0]
-    return np.unique(pairs, axis=0)
 
 
 def normalized_adjacency(edges: np.ndarray, n_users: int, n_items: int) -> torch.Tensor:

@@ -75,8 +75,8 @@ from recbole_hyper.layers.graph import (
     fermi_dirac_logits,
     margin_ranking_loss,
     normalized_adjacency,
-    training_edges,
 )
+from recbole_hyper.data import training_edges
 from recbole_hyper.layers.lorentz import Lorentz
 from recbole_hyper.layers.mamba import Mamba
 from recbole_hyper.layers.moe import MoEFeedForward, check_moe_settings
@@ -149,9 +149,8 @@ class HM2Rec(HyperSequentialRecommender):
         self.margin_edges = int(config["margin_edges"])
         self.n_users = dataset.num(self.USER_ID)
 
-        # The training split's graph, built once (rebuilt, not checkpointed).
-        extra = (self.TARGET_SEQ,) if self.TARGET_SEQ in dataset.inter_feat else ()
-        edges = training_edges(dataset.inter_feat, self.USER_ID, self.ITEM_ID, self.ITEM_SEQ, extra)
+        # The training split's graph, from the dataset (rebuilt, not checkpointed).
+        edges = training_edges(dataset)
         adjacency = normalized_adjacency(edges, self.n_users, self.n_items)
         # Kept as the CSR components (dense tensors: they move with the model,
         # deep-copy, and stay out of checkpoints); see :meth:`adjacency`.
