@@ -58,25 +58,63 @@ def cells(args):
                     yield dict(model=model, dataset=dataset, mode=mode, seed=seed, tag=args.tag)
 
 
-class _Budget(Exception):
-    pass
+class CellRecorder:
+    """Trainer hooks that record what a cell's JSON holds: the run's settings,
+    every epoch (validation NDCG@10, training and validation time, loss), an
+    optional training-time budget, and each test user's NDCG@10."""
+
+    def __init__(self, budget_s: float = 0.0):
+        self.budget_s = budget_s
+        self.history = []
+        self.info = {}
+        self.last_eval = None
+
+    def on_fit_start(self, trainer, train_data):
+        config, model = trainer.config, trainer.model
+        self.info = {
+            "train_batch_size": config["train_batch_size"],
+            "MAX_ITEM_LIST_LENGTH": config["MAX_ITEM_LIST_LENGTH"],
+            "epochs_max": config["epochs"],
+            "stopping_step": config["stopping_step"],
+            "n_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "n_train_rows": len(train_data._dataset),
+        }
+
+    def on_epoch(self, trainer, record):
+        from recbole_hyper.trainer import StopTraining
+
+        entry = {"epoch": record["epoch"], "valid_ndcg@10": record["valid_score"]}
+        entry.update({k: record[k] for k in ("train_s", "eval_s", "train_loss", "elapsed_s")})
+        self.history.append(entry)
+        print(
+            f"    epoch {record['epoch']:3d}  loss {record['train_loss']:.4f}  "
+            f"valid NDCG@10 {record['valid_score']:.4f}  train {record['train_s']:.1f}s",
+            flush=True,
+        )
+        if self.budget_s and record["elapsed_s"] > self.budget_s:
+            raise StopTraining()
+
+    def on_evaluated(self, trainer, eval_data, struct, result):
+        self.last_eval = (trainer.config, eval_data, struct)  # the test evaluation comes last
+
+    def per_user_ndcg10(self):
+        """(user ids, NDCG@10 of each) of the last evaluation, by RecBole's own NDCG."""
+        from recbole.evaluator.metrics import NDCG
+
+        config, eval_data, struct = self.last_eval
+        metric = NDCG(config)
+        ndcg = metric.metric_info(*metric.used_info(struct))
+        users = eval_data._dataset.inter_feat[config["USER_ID_FIELD"]].numpy()
+        return users, ndcg[:, min(10, ndcg.shape[1]) - 1]
 
 
 def run_cell(spec: dict) -> dict:
-    """Train and evaluate one cell in this process; returns the result record."""
+    """Train and evaluate one cell in this process (RecBole's pipeline as the runner
+    runs it, with :class:`CellRecorder` hooks); returns the result record."""
     import numpy as np
     import torch
-    from recbole.data import data_preparation
-    from recbole.evaluator.metrics import NDCG
-    from recbole.utils import get_trainer, init_logger, init_seed
 
-    import recbole_hyper  # noqa: F401
-    from recbole_hyper.compat import tune_allocator
-    from recbole_hyper.config import HyperConfig
-    from recbole_hyper.data import create_dataset
-    from recbole_hyper.quick_start import training_class
-    from recbole_hyper.registry import get_model_class
-    from recbole_hyper.trainer import trainer_class
+    from recbole_hyper.quick_start import run_recbole_hyper
 
     torch.set_num_threads(spec.get("threads") or torch.get_num_threads())
     start = time.time()
@@ -87,80 +125,18 @@ def run_cell(spec: dict) -> dict:
     model_name = spec["model"]
     if model_name in TWO_MODE_MODELS:
         config_dict["train_mode"] = spec["mode"]
-    model_cls = get_model_class(model_name)
-    config = HyperConfig(
-        model=model_cls,
+    recorder = CellRecorder(float(spec.get("max_train_minutes") or 0) * 60)
+    result = run_recbole_hyper(
+        model=model_name,
         dataset=spec["dataset"],
         config_file_list=spec.get("config_files") or None,
         config_dict=config_dict,
+        saved=True,
+        hooks=[recorder],
+        count_flops=False,
     )
-    init_seed(config["seed"], config["reproducibility"])
-    init_logger(config)
-    if config["tune_malloc"]:
-        tune_allocator()
-    dataset = create_dataset(config)
-    train_data, valid_data, test_data = data_preparation(config, dataset)
-    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    model = training_class(config)(config, train_data._dataset).to(config["device"])
-    trainer = trainer_class(get_trainer(config["MODEL_TYPE"], config["model"]))(config, model)
-
-    history = []
-    clock = {"train": 0.0}
-    original_train_epoch = trainer._train_epoch
-
-    def timed_train_epoch(*args, **kwargs):
-        t0 = time.perf_counter()
-        loss = original_train_epoch(*args, **kwargs)
-        clock["train"] = time.perf_counter() - t0
-        clock["eval_start"] = time.perf_counter()
-        clock["loss"] = float(sum(loss) if isinstance(loss, tuple) else loss)
-        return loss
-
-    trainer._train_epoch = timed_train_epoch
-    budget_s = float(spec.get("max_train_minutes") or 0) * 60
-    fit_start = time.perf_counter()
-
-    def on_epoch(epoch, valid_score):
-        history.append(
-            {
-                "epoch": epoch,
-                "valid_ndcg@10": float(valid_score),
-                "train_s": clock["train"],
-                "eval_s": time.perf_counter() - clock["eval_start"],
-                "train_loss": clock["loss"],
-                "elapsed_s": time.perf_counter() - fit_start,
-            }
-        )
-        print(
-            f"    epoch {epoch:3d}  loss {clock['loss']:.4f}  valid NDCG@10 {valid_score:.4f}  "
-            f"train {clock['train']:.1f}s",
-            flush=True,
-        )
-        if budget_s and time.perf_counter() - fit_start > budget_s:
-            raise _Budget()
-
-    stopped_by_budget = False
-    try:
-        trainer.fit(train_data, valid_data, saved=True, show_progress=False, callback_fn=on_epoch)
-    except _Budget:
-        stopped_by_budget = True
-
-    # RecBole's evaluator only returns averages; keep each user's NDCG@10
-    # (computed by RecBole's own NDCG) for paired significance tests.
-    captured = {}
-    original_evaluate = trainer.evaluator.evaluate
-
-    def capture(struct):
-        metric = NDCG(config)
-        captured["ndcg"] = metric.metric_info(*metric.used_info(struct))
-        return original_evaluate(struct)
-
-    trainer.evaluator.evaluate = capture
-    test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
-    trainer.evaluator.evaluate = original_evaluate
-    ndcg10 = captured["ndcg"][:, min(10, captured["ndcg"].shape[1]) - 1]
-    users = test_data._dataset.inter_feat[config["USER_ID_FIELD"]].numpy()
-
+    users, ndcg10 = recorder.per_user_ndcg10()
+    history = recorder.history
     best = max(history, key=lambda h: h["valid_ndcg@10"]) if history else None
     return {
         "model": model_name,
@@ -169,20 +145,15 @@ def run_cell(spec: dict) -> dict:
         "dataset": spec["dataset"],
         "mode": spec["mode"],
         "seed": spec["seed"],
-        "train_batch_size": config["train_batch_size"],
-        "MAX_ITEM_LIST_LENGTH": config["MAX_ITEM_LIST_LENGTH"],
-        "epochs_max": config["epochs"],
-        "stopping_step": config["stopping_step"],
-        "n_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
-        "n_train_rows": len(train_data._dataset),
-        "best_valid": {k: float(v) for k, v in (trainer.best_valid_result or {}).items()},
-        "test": {k: float(v) for k, v in test_result.items()},
+        **recorder.info,
+        "best_valid": {k: float(v) for k, v in (result["best_valid_result"] or {}).items()},
+        "test": {k: float(v) for k, v in result["test_result"].items()},
         "history": history,
         "best_epoch": best["epoch"] if best else None,
         "time_to_best_s": best["elapsed_s"] if best else None,
         "train_s_per_epoch": float(np.median([h["train_s"] for h in history])) if history else None,
         "wall_s": time.time() - start,
-        "stopped_by_budget": stopped_by_budget,
+        "stopped_by_budget": bool(recorder.budget_s and history and history[-1]["elapsed_s"] > recorder.budget_s),
         "per_user_test_ndcg@10": {"user_ids": users.tolist(), "values": ndcg10.astype(float).tolist()},
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),

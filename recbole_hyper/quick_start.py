@@ -29,8 +29,16 @@ def run_recbole_hyper(
     config_dict: Optional[Dict] = None,
     saved: bool = True,
     queue=None,
+    hooks=(),
+    count_flops: bool = True,
 ):
     """Train, early-stop on validation, and test one model on one dataset.
+
+    ``hooks``: trainer hooks (see :class:`recbole_hyper.trainer.HyperTrainerMixin`).
+    ``count_flops``: log RecBole's FLOPs count of the model (informational).
+    It runs the model on a copy, but HM2Rec's training afterwards differs at
+    ~1e-4 from a run without it (its first epoch does not), so the benchmark
+    grid, whose cells must reproduce, skips it.
 
     Returns a dict with ``best_valid_score``, ``valid_score_bigger``,
     ``best_valid_result``, ``test_result`` and ``checkpoint`` (the file of the
@@ -70,13 +78,19 @@ def run_recbole_hyper(
     model_obj = training_class(config)(config, train_data._dataset).to(config["device"])
     logger.info(model_obj)
 
-    try:
-        flops = get_flops(model_obj, dataset_obj, config["device"], logger, construct_transform(config))
-        logger.info(set_color("FLOPs", "blue") + f": {flops}")
-    except Exception as exc:  # FLOPs are informational only
-        logger.warning(f"FLOPs could not be counted: {exc}")
+    if count_flops:
+        try:
+            # On a copy of the model, under a forked random state, so that
+            # counting cannot change what training draws.
+            with torch.random.fork_rng(devices=[]):
+                flops = get_flops(model_obj, dataset_obj, config["device"], logger, construct_transform(config))
+            logger.info(set_color("FLOPs", "blue") + f": {flops}")
+        except Exception as exc:  # FLOPs are informational only
+            logger.warning(f"FLOPs could not be counted: {exc}")
 
     trainer = trainer_class(get_trainer(config["MODEL_TYPE"], config["model"]))(config, model_obj)
+    for hook in hooks:
+        trainer.add_hook(hook)
     best_valid_score, best_valid_result = trainer.fit(
         train_data, valid_data, saved=saved, show_progress=config["show_progress"]
     )

@@ -1,6 +1,6 @@
 """RecBole's trainer, with checkpoints that load on torch >= 2.6 and model hooks.
 
-:class:`HyperTrainer` is RecBole's ``Trainer`` with five changes:
+:class:`HyperTrainer` is RecBole's ``Trainer`` with six changes:
 
 * an optional learning-rate schedule, per optimizer step: ``lr_schedule``
   ``constant`` (RecBole's behaviour, the default), ``cosine`` or ``linear``
@@ -15,6 +15,13 @@
   model has one and logs the returned lines at INFO level (HyMoERec logs its
   expert load there);
 * the per-epoch ``torch.cuda.amp.GradScaler`` deprecation warning is silenced;
+* hooks (:meth:`HyperTrainerMixin.add_hook`): objects whose optional
+  ``on_fit_start(trainer, train_data)``, ``on_epoch(trainer, record)`` (after
+  each validation: epoch, valid score, training and validation seconds,
+  training loss, elapsed seconds) and ``on_evaluated(trainer, eval_data,
+  struct, result)`` (RecBole's collected data and the metrics of every
+  evaluation) are called; ``on_epoch`` may raise :class:`StopTraining` to end
+  training with the best model so far;
 * parameters on a manifold (``geoopt.ManifoldParameter``) are optimised by
   geoopt's ``RiemannianAdam`` beside the configured optimiser
   (:mod:`recbole_hyper.optim`).
@@ -25,6 +32,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 from recbole.trainer import Trainer
 from recbole.utils import set_color
@@ -32,7 +40,11 @@ from recbole.utils import set_color
 from recbole_hyper.compat import load_checkpoint, silence_known_warnings
 from recbole_hyper.optim import build_optimizer
 
-__all__ = ["HyperTrainerMixin", "HyperTrainer", "trainer_class"]
+__all__ = ["HyperTrainerMixin", "HyperTrainer", "StopTraining", "trainer_class"]
+
+
+class StopTraining(Exception):
+    """Raised by an ``on_epoch`` hook: training ends, the best model so far is kept."""
 
 
 class HyperTrainerMixin:
@@ -45,6 +57,42 @@ class HyperTrainerMixin:
             lambda params: super(HyperTrainerMixin, self)._build_optimizer(params=params, **kwargs),
             kwargs.get("learning_rate", self.learning_rate),
         )
+
+    # ------------------------------------------------------------------ hooks
+    def add_hook(self, hook) -> None:
+        """Call ``hook``'s ``on_fit_start``/``on_epoch``/``on_evaluated`` methods (those it has)."""
+        self.hooks = [*getattr(self, "hooks", ()), hook]
+
+    def _call_hooks(self, name: str, *args) -> None:
+        for hook in getattr(self, "hooks", ()):
+            method = getattr(hook, name, None)
+            if method is not None:
+                method(self, *args)
+
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        self._call_hooks("on_fit_start", train_data)
+        start = time.perf_counter()
+
+        def after_validation(epoch_idx, valid_score):
+            clock = self._epoch_clock
+            now = time.perf_counter()
+            record = {
+                "epoch": epoch_idx,
+                "valid_score": float(valid_score),
+                "train_s": clock["train_s"],
+                "eval_s": now - clock["end"],
+                "train_loss": clock["loss"],
+                "elapsed_s": now - start,
+            }
+            if callback_fn is not None:
+                callback_fn(epoch_idx, valid_score)
+            self._call_hooks("on_epoch", record)
+
+        try:
+            return super().fit(train_data, valid_data, verbose, saved, show_progress, after_validation)
+        except StopTraining:
+            self.stopped_by_hook = True
+            return self.best_valid_score, self.best_valid_result
 
     def _load_trained(self, checkpoint_file):
         checkpoint = load_checkpoint(checkpoint_file, map_location=self.device)
@@ -59,9 +107,20 @@ class HyperTrainerMixin:
             self.logger.info(
                 "Loading model structure and parameters from {}".format(checkpoint_file)
             )
-        return super().evaluate(
-            eval_data, load_best_model=False, model_file=None, show_progress=show_progress
-        )
+        if not any(hasattr(h, "on_evaluated") for h in getattr(self, "hooks", ())):
+            return super().evaluate(eval_data, load_best_model=False, model_file=None, show_progress=show_progress)
+        evaluator = self.evaluator.evaluate
+
+        def evaluate_and_report(struct):
+            result = evaluator(struct)
+            self._call_hooks("on_evaluated", eval_data, struct, result)
+            return result
+
+        self.evaluator.evaluate = evaluate_and_report
+        try:
+            return super().evaluate(eval_data, load_best_model=False, model_file=None, show_progress=show_progress)
+        finally:
+            del self.evaluator.evaluate  # back to the class's method
 
     def resume_checkpoint(self, resume_file):
         resume_file = str(resume_file)
@@ -116,7 +175,11 @@ class HyperTrainerMixin:
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         silence_known_warnings()
         self._schedule_learning_rate(train_data, epoch_idx)
+        t0 = time.perf_counter()
         loss = super()._train_epoch(train_data, epoch_idx, loss_func, show_progress)
+        end = time.perf_counter()
+        total = float(sum(loss) if isinstance(loss, tuple) else loss)
+        self._epoch_clock = {"train_s": end - t0, "end": end, "loss": total}
         report = getattr(self.model, "epoch_report", None)
         if report is not None:
             for line in report():
