@@ -1,7 +1,7 @@
 """HM2Rec's ablation table: the full model and one component removed at a time.
 
     python benchmarks/ablations.py run --datasets ml-100k amazon-beauty \\
-        --data_path /path/to/datasets --seeds 2020 2021 2022
+        --data-path /path/to/datasets --seeds 2020 2021 2022
     python benchmarks/ablations.py report
 
 ``run`` trains every (dataset, variant, seed) cell through ``run_grid.py``
@@ -25,6 +25,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from common import add_data_path  # noqa: E402
 from report import epoch_time, load_runs, mean_std, per_user, wilcoxon  # noqa: E402
 
 OUT = HERE / "results" / "ablations"
@@ -62,7 +63,7 @@ def run(args) -> int:
                     "--config", *map(str, CONFIGS),
                 ]
                 if args.data_path:
-                    cmd += ["--data_path", args.data_path]
+                    cmd += ["--data-path", args.data_path]
                 if args.max_train_minutes:
                     cmd += ["--max-train-minutes", str(args.max_train_minutes)]
                 overrides = DATASET_SETTINGS.get(dataset, []) + VARIANTS[tag][1]
@@ -144,7 +145,7 @@ def main() -> int:
     r.add_argument("--datasets", nargs="+", default=["ml-100k", "amazon-beauty"])
     r.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     r.add_argument("--seeds", nargs="+", type=int, default=[2020, 2021, 2022])
-    r.add_argument("--data_path", default=None, help="folder holding <dataset>/<dataset>.inter")
+    add_data_path(r)
     r.add_argument("--max-train-minutes", type=float, default=0, help="per-cell training time limit (0: none)")
     for p in (r, sub.add_parser("report", help="write table.md and summary.json")):
         p.add_argument("--out", type=Path, default=OUT)

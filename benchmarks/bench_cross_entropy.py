@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import time
@@ -21,6 +20,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from benchmarks.common import run_metadata  # noqa: E402
 
 
 def main() -> int:
@@ -70,8 +71,7 @@ def main() -> int:
     for name, value in medians.items():
         print(f"| {name} | {value:.3f} | {base / value:.2f}x |")
     Path(args.out).write_text(json.dumps({
-        "args": {k: v for k, v in vars(args).items() if k != "out"}, "torch": torch.__version__,
-        "threads": torch.get_num_threads(), "machine": platform.machine(), "median_s": medians,
+        **run_metadata(args), "median_s": medians,
     }, indent=1))
     print(f"-> {args.out}")
     return 0

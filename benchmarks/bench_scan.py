@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import time
@@ -33,6 +32,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import recbole_hyper  # noqa: E402
+from benchmarks.common import ConfigStub, DatasetStub, run_metadata, sync  # noqa: E402
 from recbole_hyper.compat import tune_allocator  # noqa: E402
 from recbole_hyper.ops.scan import mamba_ssm_available, selective_scan  # noqa: E402
 from recbole_hyper.ops.scan_ref import selective_scan_ref  # noqa: E402
@@ -69,11 +69,6 @@ def saved_bytes(fn):
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         out = fn()
     return out, total
-
-
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def time_fwd_bwd(fn, inputs, device, reps):
@@ -147,19 +142,6 @@ def bench_scan(args, device):
     return rows
 
 
-class _Cfg(dict):
-    def __getitem__(self, key):
-        return self.get(key)
-
-
-class _Data:
-    def __init__(self, n_items):
-        self.n_items = n_items
-
-    def num(self, field):
-        return self.n_items
-
-
 def build_models(L, n_items, device):
     from recbole.model.sequential_recommender.sasrec import SASRec
 
@@ -183,9 +165,9 @@ def build_models(L, n_items, device):
     with open(properties_dir() / "model" / "Mamba4Rec.yaml") as f:
         mamba_cfg = yaml.safe_load(f)
     mamba_cfg.pop("train_neg_sample_args", None)
-    data = _Data(n_items)
-    sas = SASRec(_Cfg({**common, **sas_cfg}), data).to(device)
-    mamba = recbole_hyper.Mamba4Rec(_Cfg({**common, **mamba_cfg}), data).to(device)
+    data = DatasetStub({"item_id": n_items})
+    sas = SASRec(ConfigStub({**common, **sas_cfg}), data).to(device)
+    mamba = recbole_hyper.Mamba4Rec(ConfigStub({**common, **mamba_cfg}), data).to(device)
     return {"SASRec": sas, "Mamba4Rec": mamba}, sas_cfg, mamba_cfg
 
 
@@ -281,13 +263,9 @@ def main():
     out = Path(args.out) if args.out else Path(__file__).parent / "results" / f"scan_{device.type}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "machine": platform.machine(),
-        "processor": platform.processor() or platform.machine(),
+        **run_metadata(args),
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         "malloc_tuned": tuned,
-        "args": vars(args),
     }
     out.write_text(json.dumps({"meta": meta, "scan": scan_rows, "step": step_rows}, indent=2))
     print(f"\nwritten {out}")

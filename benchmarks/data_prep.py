@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import subprocess
+import tempfile
 import sys
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.common import add_data_path, run_metadata, spawn_worker, worker_main  # noqa: E402
 from benchmarks.efficiency import peak_rss_mb, reset_peak_rss, rss_mb  # noqa: E402
 
 
@@ -57,33 +57,30 @@ def measure(spec: dict) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", default="ml-1m")
-    parser.add_argument("--data_path", default=None)
+    add_data_path(parser)
     parser.add_argument("--modes", nargs="+", default=["full_sequence", "augmented"])
     parser.add_argument("--builders", nargs="+", default=["recbole_loop", "plugin"])
     parser.add_argument("--out", default=None, help="JSON file (default: benchmarks/results/data_prep_<dataset>.json)")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        sys.argv = sys.argv[:1]
-        print(json.dumps(measure(json.loads(args.worker))))
-        return 0
+        return worker_main(args.worker, measure)
     rows = []
     print(f"{'mode':14s} {'rows built by':14s} {'seconds':>8s} {'peak MB':>8s} {'train rows':>10s}")
     for mode in args.modes:
         for builder in args.builders:
             spec = {"dataset": args.dataset, "data_path": args.data_path, "mode": mode, "builder": builder}
-            proc = subprocess.run(
-                [sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True
-            )
-            if proc.returncode != 0:
+            with tempfile.TemporaryDirectory() as tmp:
+                proc, row = spawn_worker(__file__, spec, Path(tmp) / "row.json", capture=True)
+            if row is None:
                 print(proc.stderr[-2000:], file=sys.stderr)
                 return 1
-            row = json.loads(proc.stdout.strip().splitlines()[-1])
             row.pop("data_path")  # a folder of this machine, not a result
             rows.append(row)
             print(f"{mode:14s} {builder:14s} {row['seconds']:8.1f} {row['peak_rss_mb']:8.0f} {row['train_rows']:10d}")
     out = Path(args.out or REPO / "benchmarks" / "results" / f"data_prep_{args.dataset}.json")
-    out.write_text(json.dumps({"machine": platform.processor() or platform.machine(), "runs": rows}, indent=1))
+    meta = run_metadata()
+    out.write_text(json.dumps({"machine": meta["processor"], "meta": meta, "runs": rows}, indent=1))
     print(f"-> {out}")
     return 0
 

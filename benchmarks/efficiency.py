@@ -25,9 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,6 +34,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.common import (  # noqa: E402
+    DatasetStub,
+    add_data_path,
+    run_metadata,
+    spawn_worker,
+    worker_main,
+)
+from benchmarks.common import sync as common_sync  # noqa: E402
 from recbole_hyper.registry import BASELINES, MODELS  # noqa: E402
 
 
@@ -108,26 +114,6 @@ def sample_batches(args, work: Path) -> dict:
     }
 
 
-class _Stub:
-    """What the models read from a RecBole dataset: counts and the training rows."""
-
-    def __init__(self, facts, edges):
-        import torch
-        from recbole.data.interaction import Interaction
-
-        self.facts = facts
-        self.inter_feat = Interaction(
-            {
-                "user_id": torch.as_tensor(edges[:, 0]),
-                "item_id": torch.as_tensor(edges[:, 1]),
-                "item_id_list": torch.zeros(len(edges), 1, dtype=torch.long),
-            }
-        )
-
-    def num(self, field):
-        return self.facts["n_users"] if field == "user_id" else self.facts["n_items"]
-
-
 def measure_model(spec: dict) -> dict:
     import torch
     from recbole.data.interaction import Interaction
@@ -148,7 +134,7 @@ def measure_model(spec: dict) -> dict:
     config = HyperConfig(model=spec["model"], dataset=spec["dataset"], config_dict=overrides)
     config["device"] = device
     cls = training_class(config)
-    stub = _Stub(facts, data["edges"])
+    stub = DatasetStub({"user_id": facts["n_users"], "item_id": facts["n_items"]}, data["edges"], config)
     # The data pipeline's batch transform (BERT4Rec's masking), applied
     # before timing as RecBole's dataloader does.
     from recbole.data.transform import construct_transform
@@ -156,7 +142,9 @@ def measure_model(spec: dict) -> dict:
     transform = construct_transform(config)
     train = [transform(stub, Interaction(b)).to(device) for b in data["train"]]
     evals = [Interaction(b).to(device) for b in data["eval"]]
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    def sync():
+        common_sync(device)
 
     before = rss_mb()
     reset_peak_rss()
@@ -232,7 +220,7 @@ def measure_model(spec: dict) -> dict:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", default="ml-1m")
-    parser.add_argument("--data_path", default=None)
+    add_data_path(parser)
     parser.add_argument("--models", nargs="+", default=list(MODELS) + list(BASELINES))
     parser.add_argument("--batch", type=int, default=2048, help="training batch size (RecBole's default)")
     parser.add_argument("--eval-batch", type=int, default=256, help="users per inference batch")
@@ -244,11 +232,10 @@ def main():
                         help="full_sequence: --batch counts windows")
     parser.add_argument("--amp", action="store_true", help="autocast the loss (bfloat16 on a CPU), as enable_amp does")
     parser.add_argument("--out", default=None)
-    parser.add_argument("--measure", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.measure:
-        spec = json.loads(Path(args.measure[0]).read_text())
-        Path(args.measure[1]).write_text(json.dumps(measure_model(spec)))
+    if args.worker:
+        return worker_main(args.worker, measure_model)
         return 0
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -263,18 +250,12 @@ def main():
                 batches=str(work / "batches.pt"), facts=facts, steps=args.steps,
                 train_mode=args.train_mode, amp=args.amp,
             )
-            spec_file, out_file = work / f"{model}.spec", work / f"{model}.json"
-            spec_file.write_text(json.dumps(spec))
-            proc = subprocess.run(
-                [sys.executable, str(Path(__file__).resolve()), "--measure", str(spec_file), str(out_file)],
-                cwd=tmp, capture_output=True, text=True,
-            )
-            if proc.returncode != 0:
+            proc, row = spawn_worker(__file__, spec, work / f"{model}.json", cwd=tmp, capture=True)
+            if row is None:
                 why = "killed (out of memory?)" if proc.returncode in (-9, 137) else f"exit {proc.returncode}"
                 print(f"  {model}: FAILED, {why}\n{proc.stderr[-2000:]}", flush=True)
                 rows.append({"model": model, "failed": why})
                 continue
-            row = json.loads(out_file.read_text())
             rows.append(row)
             extra = f", graph {row['graph_share'] * 100:.0f}% of a step" if row["graph_share"] else ""
             print(
@@ -304,9 +285,8 @@ def main():
         REPO / "benchmarks" / "results" / f"efficiency_{args.dataset}_{args.device}_b{args.batch}{suffix}.json"
     )
     out.parent.mkdir(parents=True, exist_ok=True)
-    import torch
 
-    meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(), "args": {k: v for k, v in vars(args).items() if k not in ("measure", "data_path")}}
+    meta = run_metadata(args)
     for r in failed:
         print(f"| {r['model']} | {r['failed']} | | | | | | |")
     out.write_text(json.dumps({"meta": meta, "dataset": facts, "rows": rows, "failed": failed}, indent=2))

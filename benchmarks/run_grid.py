@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -36,6 +34,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.common import add_data_path, spawn_worker, worker_main  # noqa: E402
 from recbole_hyper.baselines import CAUSAL_BASELINES  # noqa: E402
 from recbole_hyper.registry import BASELINES, MODELS  # noqa: E402
 
@@ -160,16 +159,6 @@ def run_cell(spec: dict) -> dict:
     }
 
 
-def worker_main(spec_path: str, out_path: str) -> int:
-    spec = json.loads(Path(spec_path).read_text())
-    sys.argv = sys.argv[:1]  # RecBole's Config reads --key=value from the command line
-    record = run_cell(spec)
-    tmp = Path(out_path).with_suffix(".tmp")
-    tmp.write_text(json.dumps(record))
-    tmp.replace(out_path)  # a cell counts as done only once its file is complete
-    return 0
-
-
 def fmt_time(seconds):
     seconds = int(seconds)
     return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
@@ -181,7 +170,7 @@ def main():
     parser.add_argument("--models", nargs="+", default=list(PLUGIN_MODELS) + list(BASELINES))
     parser.add_argument("--modes", nargs="+", default=["augmented", "full_sequence"], choices=["augmented", "full_sequence"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[2020, 2021, 2022])
-    parser.add_argument("--data_path", default=None, help="folder holding <dataset>/<dataset>.inter")
+    add_data_path(parser)
     parser.add_argument("--config", nargs="*", default=[], help="yaml files applied to every cell")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="extra RecBole parameters")
     parser.add_argument("--tag", default="", help="variant name for cells run with --set (part of the file name)")
@@ -193,7 +182,7 @@ def main():
     parser.add_argument("--worker", nargs=2, metavar=("SPEC", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        return worker_main(*args.worker)
+        return worker_main(args.worker, run_cell)  # a cell counts as done once its file is complete
 
     overrides = {}
     for item in args.set:
@@ -225,23 +214,15 @@ def main():
             max_train_minutes=args.max_train_minutes,
             threads=args.threads,
         )
-        spec_file = out / (target.stem + ".spec")
-        spec_file.write_text(json.dumps(spec))
         eta = f", about {fmt_time(sum(durations) / len(durations) * (len(pending) - i + 1))} left" if durations else ""
         print(f"[{i}/{len(pending)}] {c['model']} {c['mode']} seed {c['seed']} on {c['dataset']}{eta}", flush=True)
         t0 = time.time()
-        proc = subprocess.run(
-            [sys.executable, str(Path(__file__).resolve()), "--worker", str(spec_file), str(target)],
-            cwd=str(out),
-            env=dict(os.environ, PYTHONUNBUFFERED="1"),
-        )
-        spec_file.unlink(missing_ok=True)
+        proc, record = spawn_worker(__file__, spec, target, cwd=out)
         durations.append(time.time() - t0)
-        if proc.returncode != 0 or not target.exists():
+        if record is None:
             failures += 1
             print(f"    FAILED (exit {proc.returncode}); the cell stays missing", flush=True)
             continue
-        record = json.loads(target.read_text())
         print(
             f"    done in {fmt_time(record['wall_s'])}: test NDCG@10 {record['test'].get('ndcg@10', float('nan')):.4f}"
             f" HR@10 {record['test'].get('hit@10', float('nan')):.4f} (best epoch {record['best_epoch']})",

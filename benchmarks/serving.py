@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -25,15 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-
-def median_time(fn, repeats):
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+from benchmarks.common import median_time, run_metadata  # noqa: E402
 
 
 def main() -> int:
@@ -104,8 +94,7 @@ def main() -> int:
               f"{r['reencode_s'] / r['step_s']:.1f}x |")
     out = Path(args.out or REPO / "benchmarks" / "results" / f"serving_{rec.config['dataset']}_cpu.json")
     out.write_text(json.dumps({
-        "model": rec.config["model"], "dataset": rec.config["dataset"], "torch": torch.__version__,
-        "threads": torch.get_num_threads(), "machine": platform.machine(),
+        "model": rec.config["model"], "dataset": rec.config["dataset"], **run_metadata(),
         "load_s": {"making_serving_file": load_rebuild, "with_serving_file": load_stored},
         "streaming": rows, "recommend": {"users": len(users), "seconds": rec_s, "users_per_s": len(users) / rec_s},
     }, indent=1))
