@@ -64,6 +64,8 @@ def run(args) -> int:
                 ]
                 if args.data_path:
                     cmd += ["--data-path", args.data_path]
+                if args.threads:
+                    cmd += ["--threads", str(args.threads)]
                 if args.max_train_minutes:
                     cmd += ["--max-train-minutes", str(args.max_train_minutes)]
                 overrides = DATASET_SETTINGS.get(dataset, []) + VARIANTS[tag][1]
@@ -146,6 +148,7 @@ def main() -> int:
     r.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     r.add_argument("--seeds", nargs="+", type=int, default=[2020, 2021, 2022])
     add_data_path(r)
+    r.add_argument("--threads", type=int, default=0, help="torch threads per cell (0: torch's default)")
     r.add_argument("--max-train-minutes", type=float, default=0, help="per-cell training time limit (0: none)")
     for p in (r, sub.add_parser("report", help="write table.md and summary.json")):
         p.add_argument("--out", type=Path, default=OUT)
