@@ -1,6 +1,7 @@
 """Full-sequence training covers exactly RecBole's augmented (history -> target) pairs."""
 
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -51,9 +52,28 @@ def test_every_training_target_once_for_long_sequences(tiny_dataset):
     targets_aug = Counter(int(t) for b in aug for t in b["item_id"])
     targets_full = Counter(int(t) for b in full for row in b[field] for t in row if t > 0)
     assert targets_full == targets_aug
-    # Histories are the windows' prefixes, at most L items, ending right before the target.
-    for (history, target), _ in pairs(full, field).items():
-        assert 1 <= len(history) <= 3
+    # Histories are the windows' prefixes, at most L items, ending right before the
+    # target in the user's own chronological sequence (read back from the atomic file).
+    dataset = full.dataset
+    users, items = dataset.field2id_token["user_id"], dataset.field2id_token["item_id"]
+    sequences = {}
+    lines = (Path(tiny_dataset) / "tiny" / "tiny.inter").read_text().splitlines()[1:]
+    for user, item, t in sorted((ln.split("\t") for ln in lines), key=lambda r: (r[0], float(r[2]))):
+        sequences.setdefault(user, []).append(item)
+    checked = 0
+    for batch in full:
+        for row in range(len(batch["user_id"])):
+            seq = sequences[users[int(batch["user_id"][row])]]
+            inputs, targets = batch["item_id_list"][row].tolist(), batch[field][row].tolist()
+            for k, t in enumerate(targets):
+                if t == 0:
+                    continue
+                history = [items[i] for i in inputs[: k + 1]]
+                j = seq.index(items[t])
+                assert 1 <= len(history) <= 3
+                assert history == seq[j - len(history) : j]
+                checked += 1
+    assert checked == sum(targets_aug.values())
 
 
 @pytest.mark.parametrize("model_name", ["Mamba4Rec", "HyMoERec", "HMamba"])
