@@ -39,7 +39,7 @@ setup(
         "setuptools>=77,<82",
     ],
     extras_require={
-        "test": ["pytest>=7"],
+        "test": ["pytest>=7", "ruff==0.17.6"],
         "plot": ["matplotlib>=3.7"],
         "cuda": ["mamba-ssm>=2.2", "causal-conv1d>=1.4"],
     },

@@ -45,7 +45,8 @@ def naive_scan(u, delta, A, B, C, D):
 
 def scan_inputs(batch, ED, N, L, device, seed=0):
     g = torch.Generator().manual_seed(seed)
-    r = lambda *s: torch.randn(*s, generator=g)
+    def r(*s):
+        return torch.randn(*s, generator=g)
     t = dict(
         u=r(batch, ED, L),
         delta=F.softplus(r(batch, ED, L) - 1.0),
@@ -143,10 +144,10 @@ def bench_scan(args, device):
 
 
 def build_models(L, n_items, device):
+    import yaml
     from recbole.model.sequential_recommender.sasrec import SASRec
 
     from recbole_hyper.config import properties_dir
-    import yaml
 
     common = {
         "USER_ID_FIELD": "user_id",

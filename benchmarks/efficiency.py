@@ -271,7 +271,10 @@ def main():
         f"\n{args.dataset}, L = {facts['L']}, {args.train_mode} training batch {args.batch}"
         f"{' with autocast' if args.amp else ''}, inference batch {args.eval_batch} users, device {args.device}\n"
     )
-    print("| model | train step (s) | time per epoch (s, estimated) | inference per batch (s) | peak memory (MB) | params | graph share of a step | step vs Mamba4Rec |")
+    print(
+        "| model | train step (s) | time per epoch (s, estimated) | inference per batch (s) | peak memory (MB) | params"
+        " | graph share of a step | step vs Mamba4Rec |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         ratio = r["step_s"] / by["Mamba4Rec"]["step_s"] if "Mamba4Rec" in by else float("nan")

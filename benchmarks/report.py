@@ -31,6 +31,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from recbole_hyper.registry import BASELINES, MODELS  # noqa: E402
+
 METRICS = ["hit@5", "hit@10", "ndcg@5", "ndcg@10", "mrr@10"]
 _FIRST = next(iter(MODELS))
 # The first plugin model against RecBole's SASRec (augmented); every other against the first.
@@ -147,7 +148,9 @@ NOTES = (
 
 def markdown(summary):
     lines = [
-        "| dataset | model | mode | seeds | HR@5 | HR@10 | NDCG@5 | NDCG@10 | MRR@10 | paper NDCG@10 (HR@10) | rel. diff NDCG@10 | vs baseline (Wilcoxon, per-user NDCG@10) | batch | s/epoch | best epoch | time to best | wall time per run |",
+        "| dataset | model | mode | seeds | HR@5 | HR@10 | NDCG@5 | NDCG@10 | MRR@10 | paper NDCG@10 (HR@10)"
+        " | rel. diff NDCG@10 | vs baseline (Wilcoxon, per-user NDCG@10) | batch | s/epoch | best epoch"
+        " | time to best | wall time per run |",
         "|---|---|---|---:|---|---|---|---|---|---|---|---|---:|---:|---|---:|---|",
     ]
     for r in summary:
@@ -194,7 +197,9 @@ def mode_comparison(summary):
     augmented runs' time to their best."""
     by = {(r["dataset"], r["model"], r["mode"]): r for r in summary}
     lines = [
-        "| dataset | model | s/epoch augmented | s/epoch full_sequence | epoch speed-up | time to best augmented | time to best full_sequence | full_sequence time to 98% of augmented best | speed-up to the same NDCG | best valid NDCG@10 augmented | full_sequence | difference |",
+        "| dataset | model | s/epoch augmented | s/epoch full_sequence | epoch speed-up | time to best augmented"
+        " | time to best full_sequence | full_sequence time to 98% of augmented best | speed-up to the same NDCG"
+        " | best valid NDCG@10 augmented | full_sequence | difference |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for (dataset, model, mode), aug in sorted(by.items()):

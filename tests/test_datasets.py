@@ -100,7 +100,8 @@ def test_benchmark_dataset_matches_published_counts(name, in_tmp):
     assert (dataset.user_num - 1, dataset.item_num - 1, dataset.inter_num) == (users, items, interactions)
     assert config["MAX_ITEM_LIST_LENGTH"] == max_len
     assert config["TIME_FIELD"] == "timestamp" and config["eval_args"]["order"] == "TO"
-    assert config["eval_args"]["split"] == {"LS": "valid_and_test"} and config["eval_args"]["mode"] == {"valid": "full", "test": "full"}
+    assert config["eval_args"]["split"] == {"LS": "valid_and_test"}
+    assert config["eval_args"]["mode"] == {"valid": "full", "test": "full"}
     assert dataset.time_field == "timestamp" and "timestamp" in dataset.inter_feat
 
 

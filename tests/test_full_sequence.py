@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from recbole_hyper.data import target_field, window_rows
 from tests.conftest import SEQ_LENGTHS, prepare, tiny
 
+
 def pairs(loader, field=None):
     out = Counter()
     for batch in loader:

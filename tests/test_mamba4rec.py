@@ -20,7 +20,8 @@ def ml100k():
 
 def reference_encode(model, item_seq):
     """Mamba4Rec's forward pass from the method description, float64, eval mode."""
-    ln = lambda x, m: F.layer_norm(x, (x.shape[-1],), m.weight.double(), m.bias.double(), m.eps)
+    def ln(x, m):
+        return F.layer_norm(x, (x.shape[-1],), m.weight.double(), m.bias.double(), m.eps)
     x = ln(model.item_embedding.weight.double()[item_seq], model.LayerNorm)
     for layer in model.mamba_layers:
         h = reference_mamba(layer.mamba, x)

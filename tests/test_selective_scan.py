@@ -4,15 +4,16 @@
 import pytest
 import torch
 
-from recbole_hyper import selective_scan
 import recbole_hyper.ops.scan as scan_module
+from recbole_hyper import selective_scan
 from recbole_hyper.ops import resolve_backend, selective_scan_time_major
 from recbole_hyper.ops import selective_scan_ref as reference_scan
 
 
 def make_inputs(b, d, n, L, groups=0, dtype=torch.float64, with_z=True, with_bias=True, seed=0):
     gen = torch.Generator().manual_seed(seed)
-    r = lambda *s: torch.randn(*s, generator=gen, dtype=dtype)
+    def r(*s):
+        return torch.randn(*s, generator=gen, dtype=dtype)
     bc_shape = (b, groups, n, L) if groups else (b, n, L)
     inputs = dict(
         u=r(b, d, L),
@@ -121,7 +122,8 @@ def test_no_grad_forward_saves_nothing():
 def test_time_major_entry_point_matches():
     inp = make_inputs(3, 6, 4, 11, groups=3)
     ref_y, _ = reference_scan(**inp, delta_softplus=True)
-    tm = lambda x: x.permute(2, 0, 1)
+    def tm(x):
+        return x.permute(2, 0, 1)
     y = selective_scan_time_major(
         tm(inp["u"]),
         tm(inp["delta"]),
@@ -212,8 +214,10 @@ def test_output_at_positions_matches_reference(b, d, n, L, groups, small_blocks,
     positions = torch.randint(0, L, (b,), generator=torch.Generator().manual_seed(b + L))
     ref_y, _ = reference_scan(**inp, delta_softplus=True)
     ref = ref_y[torch.arange(b), :, positions]
-    tm = lambda x: x.permute(2, 0, 1)
-    bc = lambda x: x.permute(-1, *range(x.dim() - 1))
+    def tm(x):
+        return x.permute(2, 0, 1)
+    def bc(x):
+        return x.permute(-1, *range(x.dim() - 1))
     y = selective_scan_time_major(
         tm(inp["u"]), tm(inp["delta"]), inp["A"], bc(inp["B"]), bc(inp["C"]),
         inp["D"], tm(inp["z"]), inp["delta_bias"], delta_softplus=True, positions=positions,
@@ -234,7 +238,8 @@ def test_positions_with_long_decays_stay_finite():
         inp["delta"].mul_(0).add_(5.0)
         inp["A"].mul_(20)
     positions = torch.tensor([59, 30])
-    tm = lambda x: x.permute(2, 0, 1)
+    def tm(x):
+        return x.permute(2, 0, 1)
     y = selective_scan_time_major(
         tm(inp["u"]), tm(inp["delta"]), inp["A"], inp["B"].permute(2, 0, 1), inp["C"].permute(2, 0, 1),
         positions=positions,

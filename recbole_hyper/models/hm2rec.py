@@ -69,6 +69,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from recbole_hyper.data import training_edges
 from recbole_hyper.layers.graph import (
     VGAE,
     GraphEncoder,
@@ -76,7 +77,6 @@ from recbole_hyper.layers.graph import (
     margin_ranking_loss,
     normalized_adjacency,
 )
-from recbole_hyper.data import training_edges
 from recbole_hyper.layers.lorentz import Lorentz
 from recbole_hyper.layers.mamba import Mamba
 from recbole_hyper.layers.moe import MoEFeedForward, check_moe_settings

@@ -573,7 +573,8 @@ def selective_scan(
         return _load_mamba_ssm()(
             u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state
         )
-    tm = lambda x: None if x is None else x.permute(2, 0, 1)  # (b, d, l) -> (l, b, d)
+    def tm(x):
+        return None if x is None else x.permute(2, 0, 1)  # (b, d, l) -> (l, b, d)
     Bt = B.permute(2, 0, 1) if B.dim() == 3 else B.permute(3, 0, 1, 2)
     Ct = C.permute(2, 0, 1) if C.dim() == 3 else C.permute(3, 0, 1, 2)
     res = selective_scan_time_major(
