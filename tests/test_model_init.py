@@ -18,7 +18,7 @@ def _build(name, tiny_dataset, **cfg):
 def test_layer_norm_eps_reaches_every_layer_norm(name, tiny_dataset):
     model = _build(name, tiny_dataset, layer_norm_eps=1e-5)
     norms = [m for m in model.modules() if isinstance(m, nn.LayerNorm)]
-    assert len(norms) >= 3
+    assert len(norms) >= 2  # the input LayerNorm and one per layer at least
     assert all(m.eps == 1e-5 for m in norms)
     assert all(m.eps == 1e-12 for m in _build(name, tiny_dataset).modules() if isinstance(m, nn.LayerNorm))
 

@@ -182,15 +182,19 @@ class HyperSequentialRecommender(SequentialRecommender):
             mixer, ffn, self.hidden_size, config["dropout_prob"], self.layer_residual(config, i), self.layer_norm_eps
         )
 
-    def build_mixer(self, config, i: int) -> nn.Module:
-        """Layer i's sequence mixer: Mamba4Rec's Mamba block."""
-        return Mamba(
+    def mamba_kwargs(self, config) -> dict:
+        """The Mamba block's settings from the config (for :meth:`build_mixer` overrides too)."""
+        return dict(
             d_model=self.hidden_size,
             d_state=config["d_state"],
             d_conv=config["d_conv"],
             expand=config["expand"],
             scan_backend=config["scan_backend"],
         )
+
+    def build_mixer(self, config, i: int) -> nn.Module:
+        """Layer i's sequence mixer: Mamba4Rec's Mamba block."""
+        return Mamba(**self.mamba_kwargs(config))
 
     def build_ffn(self, config, i: int) -> nn.Module:
         """Layer i's position-wise feed-forward block: Mamba4Rec's FFN (inner width 4d)."""

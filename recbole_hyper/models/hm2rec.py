@@ -186,13 +186,7 @@ class HM2Rec(HyperSequentialRecommender):
 
     def build_mixer(self, config, i):
         """RoPE-Mamba (``rope_mode: bc``) or Mamba."""
-        common = dict(
-            d_model=self.hidden_size,
-            d_state=config["d_state"],
-            d_conv=config["d_conv"],
-            expand=config["expand"],
-            scan_backend=config["scan_backend"],
-        )
+        common = self.mamba_kwargs(config)
         if self.rope_mode == "bc":
             return RoPEMamba(rope_base=self.rope_base, **common)
         return Mamba(**common)

@@ -112,14 +112,7 @@ class HMamba(HyperSequentialRecommender):
     # ---------------------------------------------------------------- layers
     def build_mixer(self, config, i):
         """Mamba (curvature-aware with ``curvature_aware_A``); the first takes the d + 1 Lorentz coordinates."""
-        common = dict(
-            d_model=self.hidden_size,
-            d_state=config["d_state"],
-            d_conv=config["d_conv"],
-            expand=config["expand"],
-            d_input=self.d_in if i == 0 else self.hidden_size,
-            scan_backend=config["scan_backend"],
-        )
+        common = dict(self.mamba_kwargs(config), d_input=self.d_in if i == 0 else self.hidden_size)
         if self.curvature_aware_A:
             return CurvatureAwareMamba(lorentz=self.lorentz, **common)
         return Mamba(**common)
