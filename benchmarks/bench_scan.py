@@ -224,7 +224,7 @@ def main():
     parser.add_argument("--n", type=int, default=32)
     parser.add_argument("--lengths", type=int, nargs="+", default=[50, 200])
     parser.add_argument("--n-items", type=int, default=3707, help="items scored by the CE loss (ML-1M: 3707)")
-    parser.add_argument("--reps", type=int, default=15)
+    parser.add_argument("--repeats", "--reps", dest="reps", type=int, default=15)
     parser.add_argument("--naive-reps", type=int, default=5)
     parser.add_argument("--naive-max-len", type=int, default=200)
     parser.add_argument("--step-reps", type=int, default=9)
