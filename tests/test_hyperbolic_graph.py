@@ -200,6 +200,19 @@ def test_vgae_fusion_mean_is_deterministic_in_training(tiny_dataset):
             torch.testing.assert_close(model.graph_item_embeddings(), model.graph_item_embeddings())
 
 
+def test_vgae_fusion_residual_adds_the_propagated_embeddings(tiny_dataset):
+    _, model, _ = _model(tiny_dataset, vgae_fusion="residual")
+    model.eval()
+    with torch.no_grad():
+        adjacency = model.adjacency()
+        _, tangent = model.graph(adjacency)
+        mu, _ = model.vgae.encode(adjacency, tangent)
+        expected = (tangent + mu)[model.n_users :]
+        torch.testing.assert_close(model.graph_item_embeddings(), expected)
+        _, mean_model, _ = _model(tiny_dataset, vgae_fusion="mean")
+        torch.testing.assert_close(mean_model.eval().graph_item_embeddings(), mu[model.n_users :])
+
+
 def test_graph_loss_switch(tiny_dataset):
     _, with_margin, train = _model(tiny_dataset, use_vgae=False)
     _, without, _ = _model(tiny_dataset, use_vgae=False, graph_loss="none")
