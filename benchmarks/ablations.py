@@ -90,6 +90,11 @@ def summarise(runs):
             "seeds": sorted(r["seed"] for r in rs),
             "s_per_epoch": mean_std([epoch_time(r) for r in rs])[0],
             "epochs": mean_std([len(r["history"]) for r in rs])[0],
+            "best_epochs": sorted(r["best_epoch"] for r in rs),
+            "epochs_max": max(r["epochs_max"] for r in rs),
+            "stopping_step": max(r["stopping_step"] for r in rs),
+            "threads": sorted({r["threads"] for r in rs}),
+            "train_batch_size": sorted({r["train_batch_size"] for r in rs}),
         }
         for m in METRICS:
             row[m] = mean_std([r["test"].get(m) for r in rs])
@@ -113,16 +118,26 @@ def markdown(summary) -> str:
         lines += [
             f"## {dataset}",
             "",
-            "| variant | seeds | HR@5 | HR@10 | NDCG@5 | NDCG@10 | Δ NDCG@10 | Wilcoxon p | s/epoch | epochs |",
+            "| variant | seeds | HR@5 | HR@10 | NDCG@5 | NDCG@10 | Δ NDCG@10 | Wilcoxon p | s/epoch | epochs (best) |",
             "|---|---|---|---|---|---|---|---|---|---|",
         ]
+        rows = [r for r in summary if r["dataset"] == dataset]
+        budget = (
+            f"Budget: at most {rows[0]['epochs_max']} epochs, patience {rows[0]['stopping_step']}; "
+            f"full_sequence batch {', '.join(map(str, sorted({b for r in rows for b in r['train_batch_size']})))} windows; "
+            f"torch threads {', '.join(map(str, sorted({t for r in rows for t in r['threads']})))}. "
+            "s/epoch is the median of training + validation time per epoch on a shared 2-core CPU."
+        )
+        lines.insert(len(lines) - 2, budget)
+        lines.insert(len(lines) - 2, "")
         for row in (r for r in summary if r["dataset"] == dataset):
             cells = [f"{row[m][0]:.4f} ± {row[m][1]:.4f}" for m in METRICS]
             delta = f"{row['ndcg@10_diff_vs_full']:+.4f}" if "wilcoxon_p" in row else "—"
             p = f"{row['wilcoxon_p']:.3g}" if "wilcoxon_p" in row else "—"
             lines.append(
                 f"| {row['label']} | {len(row['seeds'])} | " + " | ".join(cells)
-                + f" | {delta} | {p} | {row['s_per_epoch']:.1f} | {row['epochs']:.1f} |"
+                + f" | {delta} | {p} | {row['s_per_epoch']:.1f}"
+                + f" | {row['epochs']:.1f} ({', '.join(map(str, row['best_epochs']))}) |"
             )
         lines.append("")
     return "\n".join(lines)
