@@ -49,13 +49,6 @@ class JointOptimizer:
     def param_groups(self) -> list:
         return [group for opt in self.optimizers for group in opt.param_groups]
 
-    @property
-    def state(self) -> dict:
-        merged = {}
-        for opt in self.optimizers:
-            merged.update(opt.state)
-        return merged
-
     def register_step_pre_hook(self, hook: Callable) -> _Handle:
         """``hook(optimizer, args, kwargs)`` before every step (as torch's optimisers)."""
         self._pre_hooks.append(hook)

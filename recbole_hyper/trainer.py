@@ -91,7 +91,6 @@ class HyperTrainerMixin:
         try:
             return super().fit(train_data, valid_data, verbose, saved, show_progress, after_validation)
         except StopTraining:
-            self.stopped_by_hook = True
             return self.best_valid_score, self.best_valid_result
 
     def _load_trained(self, checkpoint_file):

@@ -157,7 +157,3 @@ class _LorentzView(geoopt.Lorentz):
 
     def retr(self, x: torch.Tensor, u: torch.Tensor, *, dim=-1) -> torch.Tensor:
         return self.expmap(x, self.proju(x, u, dim=dim), dim=dim)
-
-    def retr_transp(self, x: torch.Tensor, u: torch.Tensor, v: torch.Tensor):
-        y = self.retr(x, u)
-        return y, self.transp(x, y, v)

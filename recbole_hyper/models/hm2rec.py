@@ -135,7 +135,6 @@ class HM2Rec(HyperSequentialRecommender):
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         d = self.hidden_size
-        self.num_layers = config["num_layers"]
         self.dropout_prob = config["dropout_prob"]
         self.rope_mode = config["rope_mode"]
         self.rope_base = float(config["rope_base"])

@@ -90,7 +90,6 @@ class HMamba(HyperSequentialRecommender):
         # Half in the paper's form: Euclidean embeddings, standard Mamba, dot product.
         self.euclidean = self.variant == "half" and config["half_form"] == "paper"
         self.score_form = config["score"]
-        self.num_layers = config["num_layers"]
         self.dropout_prob = config["dropout_prob"]
         reg = config["norm_reg_weight"]
         self.norm_reg_weight = float(reg) if reg is not None else (1.0 if self.variant == "full" else 0.0)
@@ -101,9 +100,8 @@ class HMamba(HyperSequentialRecommender):
         )
         self.item_embedding = nn.Embedding(self.n_items, d, padding_idx=0)
         self.dropout = nn.Dropout(self.dropout_prob)
-        d_in = d if self.euclidean else d + 1
-        self.LayerNorm = nn.LayerNorm(d_in, eps=self.layer_norm_eps)
-        self.d_in = d_in
+        self.d_in = d if self.euclidean else d + 1  # the first layer's input width
+        self.LayerNorm = nn.LayerNorm(self.d_in, eps=self.layer_norm_eps)
         self.curvature_aware_A = bool(config["curvature_aware_A"])
         self.mamba_layers = self.build_layers(config)
         self.aux_loss = None

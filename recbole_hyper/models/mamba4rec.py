@@ -32,10 +32,6 @@ class Mamba4Rec(HyperSequentialRecommender):
         super().__init__(config, dataset)
         self.num_layers = config["num_layers"]
         self.dropout_prob = config["dropout_prob"]
-        self.d_state = config["d_state"]
-        self.d_conv = config["d_conv"]
-        self.expand = config["expand"]
-        self.scan_backend = config["scan_backend"]
 
         self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
         self.LayerNorm = nn.LayerNorm(self.hidden_size, eps=self.layer_norm_eps)
