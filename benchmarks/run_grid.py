@@ -4,7 +4,9 @@ Every cell trains one model on one dataset with RecBole's pipeline under the
 papers' protocol (leave-one-out by time, full ranking, early stopping on
 validation NDCG@10) and writes one JSON file; cells whose file exists are
 skipped, so an interrupted grid resumes where it stopped.  Each cell runs in
-its own process.
+its own process and keeps its checkpoints in ``checkpoints/<cell>/``; a cell
+that was interrupted continues from its last state (the epoch after the last
+one it finished, with the same random states) instead of starting again.
 
     python benchmarks/run_grid.py --datasets ml-100k \\
         --models Mamba4Rec HyMoERec HMamba HM2Rec SASRec GRU4Rec NARM BERT4Rec \\
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -67,6 +70,23 @@ class CellRecorder:
         self.history = []
         self.info = {}
         self.last_eval = None
+        self.started = time.time()
+        self.earlier_wall_s = 0.0  # wall time of the interrupted attempts, up to their last state
+        self.resumed_after = []
+
+    def wall_s(self) -> float:
+        return self.earlier_wall_s + time.time() - self.started
+
+    # Saved in the run's last state, so a resumed cell keeps its epochs and wall time.
+    def state_dict(self) -> dict:
+        return {"history": list(self.history), "wall_s": self.wall_s(), "resumed_after": list(self.resumed_after)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.history = list(state["history"])
+        self.earlier_wall_s = float(state["wall_s"])
+        last = self.history[-1]["epoch"] if self.history else None
+        self.resumed_after = [*state.get("resumed_after", []), last]
+        print(f"    resumed after epoch {last}", flush=True)
 
     def on_fit_start(self, trainer, train_data):
         config, model = trainer.config, trainer.model
@@ -116,7 +136,6 @@ def run_cell(spec: dict) -> dict:
     from recbole_hyper.quick_start import run_recbole_hyper
 
     torch.set_num_threads(spec.get("threads") or torch.get_num_threads())
-    start = time.time()
     config_dict = dict(spec.get("overrides") or {})
     config_dict.update(seed=spec["seed"], show_progress=False, checkpoint_dir=spec["checkpoint_dir"])
     if spec.get("data_path"):
@@ -125,6 +144,7 @@ def run_cell(spec: dict) -> dict:
     if model_name in TWO_MODE_MODELS:
         config_dict["train_mode"] = spec["mode"]
     recorder = CellRecorder(float(spec.get("max_train_minutes") or 0) * 60)
+    last_states = sorted(Path(spec["checkpoint_dir"]).glob("*.last.pth"))
     result = run_recbole_hyper(
         model=model_name,
         dataset=spec["dataset"],
@@ -133,6 +153,7 @@ def run_cell(spec: dict) -> dict:
         saved=True,
         hooks=[recorder],
         count_flops=False,
+        resume=last_states[-1] if last_states else None,
     )
     users, ndcg10 = recorder.per_user_ndcg10()
     history = recorder.history
@@ -151,7 +172,8 @@ def run_cell(spec: dict) -> dict:
         "best_epoch": best["epoch"] if best else None,
         "time_to_best_s": best["elapsed_s"] if best else None,
         "train_s_per_epoch": float(np.median([h["train_s"] for h in history])) if history else None,
-        "wall_s": time.time() - start,
+        "wall_s": recorder.wall_s(),
+        "resumed_after_epochs": recorder.resumed_after,
         "stopped_by_budget": bool(recorder.budget_s and history and history[-1]["elapsed_s"] > recorder.budget_s),
         "per_user_test_ndcg@10": {"user_ids": users.tolist(), "values": ndcg10.astype(float).tolist()},
         "torch": torch.__version__,
@@ -205,12 +227,15 @@ def main():
     failures = 0
     for i, c in enumerate(pending, start=1):
         target = out / cell_name(**c)
+        checkpoints = out / "checkpoints" / cell_name(**c)[: -len(".json")]
+        if args.force and checkpoints.exists():
+            shutil.rmtree(checkpoints)  # start again, not from an interrupted attempt's last state
         spec = dict(
             c,
             data_path=args.data_path,
             config_files=[str(Path(p).resolve()) for p in args.config],
             overrides=overrides,
-            checkpoint_dir=str(out / "checkpoints"),
+            checkpoint_dir=str(checkpoints),
             max_train_minutes=args.max_train_minutes,
             threads=args.threads,
         )

@@ -31,14 +31,20 @@ def run_recbole_hyper(
     queue=None,
     hooks=(),
     count_flops: bool = True,
+    resume=None,
 ):
     """Train, early-stop on validation, and test one model on one dataset.
 
+    ``resume``: a last-state file (``<checkpoint>.last.pth``, written after
+    every epoch with ``save_last_state: True``) or the best checkpoint beside
+    it. The run continues where that one stopped, with its configuration
+    (model, dataset, config files, settings); ``config_dict`` and the command
+    line may change settings on top (e.g. more ``epochs``), ``model`` and
+    ``dataset`` may be left out. See :mod:`recbole_hyper.resume`.
+
     ``hooks``: trainer hooks (see :class:`recbole_hyper.trainer.HyperTrainerMixin`).
-    ``count_flops``: log RecBole's FLOPs count of the model (informational).
-    It runs the model on a copy, but HM2Rec's training afterwards differs at
-    ~1e-4 from a run without it (its first epoch does not), so the benchmark
-    grid, whose cells must reproduce, skips it.
+    ``count_flops``: log RecBole's FLOPs count of the model (informational;
+    it runs the model once on a copy and does not change training).
 
     Returns a dict with ``best_valid_score``, ``valid_score_bigger``,
     ``best_valid_result``, ``test_result`` and ``checkpoint`` (the file of the
@@ -51,9 +57,16 @@ def run_recbole_hyper(
     from recbole_hyper.config import HyperConfig
     from recbole_hyper.data import create_dataset
     from recbole_hyper.registry import get_model_class
+    from recbole_hyper.resume import read_last_state
     from recbole_hyper.serving import ServingData, serving_path
     from recbole_hyper.trainer import trainer_class
 
+    last_state = None
+    if resume is not None:
+        last_state = read_last_state(resume)
+        model, dataset, config_file_list, config_dict = resumed_inputs(
+            last_state, model, dataset, config_file_list, config_dict
+        )
     model_class = get_model_class(model) if model is not None else None
     config = HyperConfig(
         model=model_class,
@@ -61,6 +74,17 @@ def run_recbole_hyper(
         config_file_list=config_file_list,
         config_dict=config_dict,
     )
+    run_inputs = {
+        "model": config["model"],
+        "dataset": config["dataset"],
+        "config_file_list": list(config_file_list or []),
+        # The command line's overrides are folded in: a resumed run has its own command line.
+        "config_dict": {
+            k: v
+            for k, v in {**(config_dict or {}), **config.cmd_config_dict}.items()
+            if k not in ("model", "dataset", "resume", "config_files")
+        },
+    }
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     logger = getLogger()
@@ -89,8 +113,12 @@ def run_recbole_hyper(
             logger.warning(f"FLOPs could not be counted: {exc}")
 
     trainer = trainer_class(get_trainer(config["MODEL_TYPE"], config["model"]))(config, model_obj)
+    trainer.run_inputs = run_inputs
     for hook in hooks:
         trainer.add_hook(hook)
+    if last_state is not None:
+        _log_changed_settings(logger, last_state["config"], config)
+        trainer.resume_last_state(last_state, train_data)
     best_valid_score, best_valid_result = trainer.fit(
         train_data, valid_data, saved=saved, show_progress=config["show_progress"]
     )
@@ -124,6 +152,38 @@ def run_recbole_hyper(
     return result
 
 
+def resumed_inputs(last_state, model, dataset, config_file_list, config_dict):
+    """The interrupted run's model, dataset, config files and settings, with ``config_dict`` on top."""
+    from recbole_hyper.resume import ResumeError
+
+    run = last_state.get("run")
+    if not run:
+        raise ResumeError("--resume: the last state does not say how its run was started.")
+    for name, given in (("model", model), ("dataset", dataset)):
+        if given is not None and str(given).lower() != str(run[name]).lower():
+            raise ResumeError(
+                f"--resume: the interrupted run trained {run['model']} on {run['dataset']}, "
+                f"not {name} {given}; leave --{name} out or resume another file."
+            )
+    settings = dict(run["config_dict"])
+    settings.update(config_dict or {})
+    return run["model"], run["dataset"], config_file_list or run["config_file_list"] or None, settings
+
+
+_VOLATILE = {"device", "local_rank", "single_spec", "gpu_id", "resume", "config_files", "state", "show_progress"}
+
+
+def _log_changed_settings(logger, old, new) -> None:
+    """Warn about settings that differ from the interrupted run's (e.g. an edited config file)."""
+    changed = [
+        f"{key}: {old[key]!r} -> {new[key]!r}"
+        for key in sorted(set(old.final_config_dict) | set(new.final_config_dict))
+        if key not in _VOLATILE and repr(old[key]) != repr(new[key])
+    ]
+    if changed:
+        logger.warning("Resuming with settings that differ from the interrupted run's: " + "; ".join(changed))
+
+
 def training_class(config):
     """The class to train: the configured one, or for RecBole's causal models in
     ``train_mode: full_sequence`` the same class with the loss at every position."""
@@ -151,10 +211,11 @@ def run(
     ip: str = "localhost",
     port: str = "5678",
     group_offset: int = 0,
+    resume=None,
 ):
     """Like ``recbole.quick_start.run``: one process, or ``nproc`` GPU processes."""
     if nproc == 1 and world_size <= 0:
-        return run_recbole_hyper(model, dataset, config_file_list, config_dict, saved)
+        return run_recbole_hyper(model, dataset, config_file_list, config_dict, saved, resume=resume)
     if nproc < 1:
         raise ValueError(f"nproc must be >= 1, got {nproc}.")
     available = torch.cuda.device_count()
@@ -223,8 +284,13 @@ def build_parser() -> argparse.ArgumentParser:
             "e.g. --epochs=50 --train_batch_size=512 --data_path=/data."
         ),
     )
-    parser.add_argument("--model", "-m", default="Mamba4Rec", help="model name (default: Mamba4Rec)")
-    parser.add_argument("--dataset", "-d", default="ml-100k", help="dataset name (default: ml-100k, bundled with RecBole)")
+    parser.add_argument("--model", "-m", default=None, help="model name (default: Mamba4Rec)")
+    parser.add_argument("--dataset", "-d", default=None, help="dataset name (default: ml-100k, bundled with RecBole)")
+    parser.add_argument(
+        "--resume", default=None, metavar="PATH",
+        help="continue an interrupted run from its last state (<checkpoint>.last.pth); "
+        "model, dataset and settings come from it, --key=value changes settings on top",
+    )
     parser.add_argument("--config_files", default=None, help="space-separated yaml files")
     parser.add_argument("--nproc", type=int, default=1, help="processes for multi-GPU training")
     parser.add_argument("--ip", default="localhost", help="master address for distributed training")
@@ -239,6 +305,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from recbole_hyper.atomic import DataError
     from recbole_hyper.params import HyperParameterError
     from recbole_hyper.registry import UnknownModelError
+    from recbole_hyper.resume import ResumeError
 
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "recommend":
@@ -247,18 +314,22 @@ def main(argv: Optional[List[str]] = None) -> int:
         return recommend_main(argv[1:])
     args, _ = build_parser().parse_known_args(argv)
     config_files = args.config_files.strip().split(" ") if args.config_files else None
+    if args.resume is None:
+        args.model = args.model or "Mamba4Rec"
+        args.dataset = args.dataset or "ml-100k"
     try:
         result = run(
             args.model,
             args.dataset,
             config_file_list=config_files,
+            resume=args.resume,
             nproc=args.nproc,
             world_size=args.world_size,
             ip=args.ip,
             port=args.port,
             group_offset=args.group_offset,
         )
-    except (UnknownModelError, DataError, HyperParameterError) as exc:
+    except (UnknownModelError, DataError, HyperParameterError, ResumeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if result is not None:

@@ -24,7 +24,10 @@
   training with the best model so far;
 * parameters on a manifold (``geoopt.ManifoldParameter``) are optimised by
   geoopt's ``RiemannianAdam`` beside the configured optimiser
-  (:mod:`recbole_hyper.optim`).
+  (:mod:`recbole_hyper.optim`);
+* with ``save_last_state`` it writes the run's last state after every epoch
+  beside the best checkpoint, and :meth:`HyperTrainerMixin.resume_last_state`
+  continues a run from it (:mod:`recbole_hyper.resume`).
 
 :func:`trainer_class` gives these changes to any RecBole trainer class.
 """
@@ -33,10 +36,12 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 
 from recbole.trainer import Trainer
 from recbole.utils import set_color
 
+from recbole_hyper import resume
 from recbole_hyper.compat import load_checkpoint, silence_known_warnings
 from recbole_hyper.optim import build_optimizer
 
@@ -71,7 +76,11 @@ class HyperTrainerMixin:
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         self._call_hooks("on_fit_start", train_data)
-        start = time.perf_counter()
+        self._fit_state = {"train_data": train_data, "valid_data": valid_data, "saved": saved}
+        if getattr(self, "_resumed_finished", False):
+            # The interrupted run had finished training: only its test remains.
+            return self.best_valid_score, self.best_valid_result
+        start = time.perf_counter() - getattr(self, "_resumed_elapsed", 0.0)
 
         def after_validation(epoch_idx, valid_score):
             clock = self._epoch_clock
@@ -84,14 +93,92 @@ class HyperTrainerMixin:
                 "train_loss": clock["loss"],
                 "elapsed_s": now - start,
             }
+            self._elapsed = record["elapsed_s"]
             if callback_fn is not None:
                 callback_fn(epoch_idx, valid_score)
-            self._call_hooks("on_epoch", record)
+            try:
+                self._call_hooks("on_epoch", record)
+            except StopTraining:
+                self._save_last_state(epoch_idx, stopped=True)
+                raise
+            self._save_last_state(epoch_idx, stopped=self.cur_step > self.stopping_step)
 
         try:
             return super().fit(train_data, valid_data, verbose, saved, show_progress, after_validation)
         except StopTraining:
             return self.best_valid_score, self.best_valid_result
+
+    # ------------------------------------------------------------- last state
+    def _validates_after(self, epoch_idx) -> bool:
+        """Whether RecBole's ``fit`` validates after training epoch ``epoch_idx``."""
+        valid = self._fit_state["valid_data"]
+        return bool(self.eval_step > 0 and valid and (epoch_idx + 1) % self.eval_step == 0)
+
+    def _save_last_state(self, epoch_idx: int, stopped: bool = False) -> None:
+        """Write everything the next epoch depends on (see :mod:`recbole_hyper.resume`)."""
+        if not (self._fit_state["saved"] and self.config["save_last_state"]):
+            return
+        if not self.config["single_spec"] and self.config["local_rank"] != 0:
+            return
+        train_data = self._fit_state["train_data"]
+        hooks = {
+            type(h).__name__: h.state_dict() for h in getattr(self, "hooks", ()) if hasattr(h, "state_dict")
+        }
+        state = {
+            "config": self.config,
+            "run": getattr(self, "run_inputs", None),
+            "epoch": epoch_idx,
+            "stopped": bool(stopped),  # early stopping or a hook ended training
+            "cur_step": self.cur_step,
+            "best_valid_score": self.best_valid_score,
+            "best_valid_result": self.best_valid_result,
+            "saved_model_file": self.saved_model_file,
+            "elapsed_s": getattr(self, "_elapsed", None),
+            "state_dict": self.model.state_dict(),
+            "other_parameter": self.model.other_parameter(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": resume.capture_rng(getattr(train_data, "generator", None)),
+            "hooks": hooks,
+        }
+        resume.write_atomic(state, resume.last_state_path(self.saved_model_file))
+
+    def resume_last_state(self, state, train_data) -> None:
+        """Continue the run whose last state is ``state`` (:func:`recbole_hyper.resume.read_last_state`).
+
+        Call before :meth:`fit`; the best model keeps being written to the
+        interrupted run's checkpoint file.
+        """
+        saved_model = state["config"]["model"]
+        if saved_model.lower() != self.config["model"].lower():
+            raise resume.ResumeError(
+                f"--resume: the last state was written by {saved_model}, not {self.config['model']}."
+            )
+        best = state["saved_model_file"]
+        if state["best_valid_result"] is not None and not Path(best).is_file():
+            raise resume.ResumeError(
+                f"--resume: the run's best checkpoint {best} is missing; it must stay beside its last state."
+            )
+        self.saved_model_file = best
+        self.start_epoch = state["epoch"] + 1
+        self.cur_step = state["cur_step"]
+        self.best_valid_score = state["best_valid_score"]
+        self.best_valid_result = state["best_valid_result"]
+        self._resumed_elapsed = state.get("elapsed_s") or 0.0
+        # Training had ended (stopped early, or all epochs done - unless `epochs` was raised).
+        self._resumed_finished = bool(state["stopped"]) or self.start_epoch >= self.epochs
+        self.model.load_state_dict(state["state_dict"])
+        self.model.load_other_parameter(state.get("other_parameter"))
+        self.optimizer.load_state_dict(state["optimizer"])
+        for hook in getattr(self, "hooks", ()):
+            saved_hook = state.get("hooks", {}).get(type(hook).__name__)
+            if saved_hook is not None and hasattr(hook, "load_state_dict"):
+                hook.load_state_dict(saved_hook)
+        resume.restore_rng(state["rng"], getattr(train_data, "generator", None))
+        self.logger.info(
+            set_color("Resumed", "green")
+            + f" after epoch {state['epoch']}"
+            + (" (training had ended; testing)" if self._resumed_finished else f", training from epoch {self.start_epoch}")
+        )
 
     def _load_trained(self, checkpoint_file):
         checkpoint = load_checkpoint(checkpoint_file, map_location=self.device)
@@ -183,6 +270,9 @@ class HyperTrainerMixin:
         if report is not None:
             for line in report():
                 self.logger.info(set_color(f"epoch {epoch_idx} ", "green") + line)
+        if hasattr(self, "_fit_state") and not self._validates_after(epoch_idx):
+            # No validation this epoch, so no after-validation callback: the state is complete now.
+            self._save_last_state(epoch_idx)
         return loss
 
 

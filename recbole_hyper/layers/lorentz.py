@@ -8,10 +8,21 @@ used wherever they compute what we need: ``expmap0``, ``logmap0``,
 ``project`` (re-projection onto the hyperboloid), ``inner``, ``dist`` and
 ``lorentz_to_poincare``.  Hand-written code covers only what geoopt has no
 function for; each such place says why.
+
+geoopt's functions are TorchScript.  TorchScript's executor runs a function's
+first call as profiled and later calls through an optimised graph whose
+backward formulas round differently, so results would depend on how often a
+process has called them before (a run resumed from its last state, or one
+that counted FLOPs first, drifted from the uninterrupted run at ~1e-5 after an
+epoch).  Every call here runs with graph optimisation off
+(``torch.jit.optimized_execution(False)``): the same ops as eager PyTorch,
+the same result on every call.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 
 import geoopt
@@ -21,10 +32,21 @@ import torch.nn.functional as F
 from geoopt.manifolds.base import Manifold
 from geoopt.manifolds.lorentz import math as lmath
 
-__all__ = ["Lorentz", "ARCOSH_EPS"]
+__all__ = ["Lorentz", "ARCOSH_EPS", "unoptimized"]
 
 # Lower clamp of arcosh's argument (1 + eps); arcosh'(x) = 1 / sqrt(x^2 - 1).
 ARCOSH_EPS = {torch.float16: 1e-3, torch.bfloat16: 1e-2, torch.float32: 1e-7, torch.float64: 1e-15}
+
+
+def unoptimized(fn):
+    """``fn`` with TorchScript graph optimisation off: the same rounding on every call."""
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        with torch.jit.optimized_execution(False):
+            return fn(*args, **kwargs)
+
+    return call
 
 
 class Lorentz(nn.Module):
@@ -90,19 +112,23 @@ class Lorentz(nn.Module):
         bound = self.max_tangent_norm * self._k(v).sqrt()
         return v * (bound / torch.maximum(norm, bound))
 
+    @unoptimized
     def expmap0(self, v: torch.Tensor) -> torch.Tensor:
         """exp_o((0, v)): R^d -> H^d_K, shape (..., d) -> (..., d + 1)."""
         u = F.pad(self.clip_tangent(v), (1, 0))
         return lmath.project(lmath.expmap0(u, k=self._k(u)), k=self._k(u))
 
+    @unoptimized
     def logmap0(self, x: torch.Tensor) -> torch.Tensor:
         """log_o(x): H^d_K -> tangent space at o, (..., d + 1) with first coordinate 0."""
         return lmath.logmap0(x, k=self._k(x))
 
+    @unoptimized
     def lift(self, h: torch.Tensor) -> torch.Tensor:
         """The hyperboloid point with spatial part h: (sqrt(K + |h|^2), h)."""
         return lmath.project(F.pad(h, (1, 0)), k=self._k(h))
 
+    @unoptimized
     def inner(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """<x, y>_L for matching rows."""
         return lmath.inner(x, y)
@@ -122,15 +148,18 @@ class Lorentz(nn.Module):
         theta = neg_inner / self._k(neg_inner)
         return theta.clamp(min=1.0 + ARCOSH_EPS[theta.dtype], max=high)
 
+    @unoptimized
     def dist_from_neg_inner(self, neg_inner: torch.Tensor, high: float = None) -> torch.Tensor:
         """Geodesic distance sqrt(K) arcosh(-<x, y>_L / K) from the Minkowski product."""
         theta = self.arcosh_argument(neg_inner, high)
         return self._k(theta).sqrt() * lmath.arcosh(theta)
 
+    @unoptimized
     def dist(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Geodesic distance between matching rows (geoopt's ``dist``)."""
         return lmath.dist(x, y, k=self._k(x))
 
+    @unoptimized
     def to_poincare(self, x: torch.Tensor) -> torch.Tensor:
         """Hyperboloid -> Poincare ball of radius sqrt(K)."""
         return lmath.lorentz_to_poincare(x, k=self._k(x))
@@ -157,3 +186,11 @@ class _LorentzView(geoopt.Lorentz):
 
     def retr(self, x: torch.Tensor, u: torch.Tensor, *, dim=-1) -> torch.Tensor:
         return self.expmap(x, self.proju(x, u, dim=dim), dim=dim)
+
+
+# geoopt's manifold methods (what RiemannianAdam and ``projx`` call) without
+# TorchScript graph optimisation, like the module's maps (see the docstring).
+for _name, _fn in list(vars(geoopt.Lorentz).items()) + [("retr", _LorentzView.retr)]:
+    if inspect.isfunction(_fn) and not _name.startswith("_"):
+        setattr(_LorentzView, _name, unoptimized(_fn))
+del _name, _fn
