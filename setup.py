@@ -31,6 +31,9 @@ setup(
         "geoopt>=0.5",
         "scipy>=1.10",
         "pyyaml>=6",
+        # RecBole's HyperTuning (recbole-hyper tune) searches with hyperopt; its exhaustive
+        # search passes a RandomState, which hyperopt >= 0.2.7 no longer accepts (RecBole pins 0.2.5).
+        "hyperopt==0.2.5",
         # RecBole 1.2.1 predates NumPy 2 and pandas 3 (see README, "Supported stack").
         "numpy>=1.24,<2",
         "pandas>=2.0,<3",

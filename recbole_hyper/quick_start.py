@@ -312,6 +312,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         from recbole_hyper.serving import main as recommend_main
 
         return recommend_main(argv[1:])
+    if argv and argv[0] == "tune":
+        from recbole_hyper.tune import main as tune_main
+
+        return tune_main(argv[1:])
     args, _ = build_parser().parse_known_args(argv)
     config_files = args.config_files.strip().split(" ") if args.config_files else None
     if args.resume is None:
