@@ -135,7 +135,7 @@ def _harmonise_negative_sampling(config: Config) -> None:
         return
     internal = config.internal_config_dict
     loss = config.external_config_dict.get("loss_type", internal.get("loss_type"))
-    if loss == "CE":
+    if loss in ("CE", "SSM"):  # SSM draws its own shared negatives in the model
         internal["train_neg_sample_args"] = None
     elif loss == "BPR" and internal.get("train_neg_sample_args") is None:
         internal["train_neg_sample_args"] = dict(_DEFAULT_NEG_SAMPLING)

@@ -12,17 +12,19 @@ from __future__ import annotations
 
 from typing import Dict, List
 
+import numpy as np
 import torch
 import torch.nn as nn
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.model.loss import BPRLoss
 
-from recbole_hyper.data import TRAIN_MODES, target_field, uniform_negatives
+from recbole_hyper.data import TRAIN_MODES, target_field, training_edges, uniform_negatives
 from recbole_hyper.layers.ffn import FeedForward
 from recbole_hyper.layers.mamba import Mamba
 from recbole_hyper.layers.mamba_layer import MambaLayer
 from recbole_hyper.layers.moe import MoEFeedForward
 from recbole_hyper.ops.cross_entropy import linear_cross_entropy
+from recbole_hyper.ops.sampled_softmax import CandidateSampler, sampled_softmax_loss
 from recbole_hyper.ops.scan import SCAN_BACKENDS
 from recbole_hyper.params import TRAINER_PARAMS, Param, check_params
 
@@ -30,7 +32,10 @@ __all__ = ["HyperSequentialRecommender", "COMMON_PARAMS", "MAMBA_PARAMS"]
 
 COMMON_PARAMS: Dict[str, Param] = {
     "hidden_size": Param("int", "embedding and model width", low=1),
-    "loss_type": Param("str", "training loss", choices=("CE", "BPR")),
+    "loss_type": Param("str", "training loss (SSM: sampled softmax)", choices=("CE", "BPR", "SSM")),
+    "ssm_negatives": Param("int", "shared negatives per batch for loss_type SSM", low=1, optional=True),
+    "ssm_sampler": Param("str", "proposal of loss_type SSM's negatives", choices=("uniform", "popularity"), optional=True),
+    "ssm_logq": Param("bool", "logQ correction of loss_type SSM", optional=True),
     "MAX_ITEM_LIST_LENGTH": Param("int", "longest item sequence", low=1),
     "train_mode": Param("str", "training examples", choices=TRAIN_MODES, optional=True),
     "initializer_range": Param("float", "std of the N(0, std) init of Linear and Embedding weights", low=0, optional=True),
@@ -79,6 +84,15 @@ class HyperSequentialRecommender(SequentialRecommender):
         self.hidden_size = config["hidden_size"]
         self.loss_type = config["loss_type"]
         self.loss_fct = BPRLoss() if self.loss_type == "BPR" else nn.CrossEntropyLoss()
+        if self.loss_type == "SSM":
+            self.ssm_negatives = int(config["ssm_negatives"] or 1024)
+            self.ssm_logq = config["ssm_logq"] is not False
+            counts = None
+            if (config["ssm_sampler"] or "uniform") == "popularity":
+                # Popularity: the number of training users of each item.
+                items = training_edges(dataset)[:, 1]
+                counts = torch.as_tensor(np.bincount(items, minlength=self.n_items))
+            self.candidate_sampler = CandidateSampler(self.n_items, counts)
         # RecBole's keys and defaults (as SASRec's).
         std, eps = config["initializer_range"], config["layer_norm_eps"]
         self.initializer_range = 0.02 if std is None else float(std)
@@ -160,6 +174,10 @@ class HyperSequentialRecommender(SequentialRecommender):
     def score_items(self, seq_output: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Scores of one item per row, (batch,)."""
         return (seq_output * self.item_table()[items]).sum(-1)
+
+    def score_candidates(self, seq_output: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Scores of the same items for every row, (batch, len(items))."""
+        return seq_output @ self.item_table()[items].transpose(0, 1)
 
     # ----------------------------------------------------------------- layers
     #: Build each layer's feed-forward block before its mixer.  The order in
@@ -287,6 +305,12 @@ class HyperSequentialRecommender(SequentialRecommender):
         return out, targets, negatives
 
     def main_loss(self, out, targets, negatives=None) -> torch.Tensor:
+        if self.loss_type == "SSM":
+            shared = self.candidate_sampler(self.ssm_negatives)
+            log_q = self.candidate_sampler.log_q if self.ssm_logq else None
+            return sampled_softmax_loss(
+                self.score_items(out, targets), self.score_candidates(out, shared), targets, shared, log_q
+            )
         if self.loss_type == "BPR":
             return self.loss_fct(self.score_items(out, targets), self.score_items(out, negatives))
         if type(self).score_all is HyperSequentialRecommender.score_all:

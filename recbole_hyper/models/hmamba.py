@@ -165,6 +165,12 @@ class HMamba(HyperSequentialRecommender):
             return seq_output @ self.item_embedding.weight.transpose(0, 1)
         return self._score_from_neg_inner(self.lorentz.neg_inner_all(seq_output, self.item_points()))
 
+    def score_candidates(self, seq_output, items):
+        if self.variant == "half":
+            return seq_output @ self.item_embedding(items).transpose(0, 1)
+        points = self.lorentz.expmap0(self.item_embedding(items))
+        return self._score_from_neg_inner(self.lorentz.neg_inner_all(seq_output, points))
+
     def score_items(self, seq_output, items):
         if self.variant == "half":
             return (seq_output * self.item_embedding(items)).sum(-1)
