@@ -15,7 +15,6 @@ Prints a table and writes ``benchmarks/results/sampled_softmax_cpu.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import sys
 import tempfile
@@ -24,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.common import median_time, run_metadata, spawn_worker, worker_main  # noqa: E402
+from benchmarks.common import median_time, run_metadata, spawn_worker, worker_main, write_json  # noqa: E402
 
 
 def measure(spec: dict) -> dict:
@@ -118,9 +117,7 @@ def main() -> int:
     print("\n".join(lines))
     result = {"meta": run_metadata(args), "rows": rows, "table": lines}
     out = Path(args.out)
-    tmp_out = out.with_suffix(".tmp")
-    tmp_out.write_text(json.dumps(result, indent=1))
-    tmp_out.replace(out)
+    write_json(out, result, indent=1)
     print(f"\nwritten to {out.relative_to(REPO) if out.is_relative_to(REPO) else out}")
     return 0
 

@@ -100,11 +100,15 @@ def worker_main(paths, measure: Callable[[dict], dict]) -> int:
     """The worker side of :func:`spawn_worker`: ``measure(spec)``, written atomically."""
     spec_path, out_path = paths
     sys.argv = sys.argv[:1]  # RecBole's Config reads --key=value from the command line
-    record = measure(json.loads(Path(spec_path).read_text()))
-    tmp = Path(out_path).with_suffix(".tmp")
-    tmp.write_text(json.dumps(record))
-    tmp.replace(out_path)  # complete or absent, never half-written
+    write_json(out_path, measure(json.loads(Path(spec_path).read_text())))
     return 0
+
+
+def write_json(path, obj, indent=None) -> None:
+    """``obj`` as JSON at ``path``, through a temporary file: complete or absent, never half-written."""
+    tmp = Path(path).with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=indent))
+    tmp.replace(path)
 
 
 def add_data_path(parser, help: Optional[str] = None) -> None:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import importlib
 import sys
 import warnings
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -41,6 +42,7 @@ __all__ = [
     "check_stack",
     "import_recbole_models",
     "load_checkpoint",
+    "save_atomic",
     "tune_allocator",
     "StackError",
 ]
@@ -102,6 +104,13 @@ def load_checkpoint(path, map_location: Any = None) -> dict:
     is unpickled in full.  Use it only on checkpoints you trust.
     """
     return torch.load(str(path), map_location=map_location, weights_only=False)
+
+
+def save_atomic(obj: Any, path, **kwargs) -> None:
+    """``torch.save`` to ``<path>.tmp``, then rename: the file is complete or absent, never half-written."""
+    tmp = Path(str(path) + ".tmp")
+    torch.save(obj, tmp, **kwargs)
+    tmp.replace(path)
 
 
 def silence_known_warnings() -> None:

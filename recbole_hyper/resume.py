@@ -25,7 +25,6 @@ and test metrics of the uninterrupted run.
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -33,7 +32,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 import torch
 
-from recbole_hyper.compat import load_checkpoint
+from recbole_hyper.compat import load_checkpoint, save_atomic
 
 __all__ = ["ResumeError", "last_state_path", "capture_rng", "restore_rng", "write_atomic", "read_last_state"]
 
@@ -75,11 +74,8 @@ def restore_rng(state: Dict[str, Any], generator: Optional[torch.Generator] = No
 
 
 def write_atomic(state: Dict[str, Any], path) -> None:
-    """``torch.save`` to a temporary file, then rename: never a half-written state."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(dict(state, kind=KIND), tmp, pickle_protocol=4)
-    os.replace(tmp, path)
+    """Write a last state, marked as one (never half-written: :func:`~recbole_hyper.compat.save_atomic`)."""
+    save_atomic(dict(state, kind=KIND), path, pickle_protocol=4)
 
 
 def read_last_state(path) -> Dict[str, Any]:

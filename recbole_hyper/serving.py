@@ -30,6 +30,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from recbole_hyper.compat import save_atomic
+
 __all__ = ["Recommender", "ServingData", "serving_path", "UnknownTokenError"]
 
 SUFFIX = ".serving.pt"
@@ -84,9 +86,7 @@ class ServingData:
         self.train_edges = torch.as_tensor(edges, dtype=torch.int32)
 
     def save(self, path) -> None:
-        tmp = Path(str(path) + ".tmp")
-        torch.save(vars(self), tmp)
-        tmp.replace(path)  # never a half-written file
+        save_atomic(vars(self), path)
 
     @classmethod
     def load(cls, path) -> "ServingData":

@@ -80,7 +80,8 @@ class HyperTrainerMixin:
         if getattr(self, "_resumed_finished", False):
             # The interrupted run had finished training: only its test remains.
             return self.best_valid_score, self.best_valid_result
-        start = time.perf_counter() - getattr(self, "_resumed_elapsed", 0.0)
+        # Elapsed time counts the interrupted run's too.
+        self._fit_start = time.perf_counter() - getattr(self, "_resumed_elapsed", 0.0)
 
         def after_validation(epoch_idx, valid_score):
             clock = self._epoch_clock
@@ -91,9 +92,8 @@ class HyperTrainerMixin:
                 "train_s": clock["train_s"],
                 "eval_s": now - clock["end"],
                 "train_loss": clock["loss"],
-                "elapsed_s": now - start,
+                "elapsed_s": now - self._fit_start,
             }
-            self._elapsed = record["elapsed_s"]
             if callback_fn is not None:
                 callback_fn(epoch_idx, valid_score)
             try:
@@ -133,7 +133,7 @@ class HyperTrainerMixin:
             "best_valid_score": self.best_valid_score,
             "best_valid_result": self.best_valid_result,
             "saved_model_file": self.saved_model_file,
-            "elapsed_s": getattr(self, "_elapsed", None),
+            "elapsed_s": time.perf_counter() - self._fit_start,
             "state_dict": self.model.state_dict(),
             "other_parameter": self.model.other_parameter(),
             "optimizer": self.optimizer.state_dict(),
@@ -148,27 +148,17 @@ class HyperTrainerMixin:
         Call before :meth:`fit`; the best model keeps being written to the
         interrupted run's checkpoint file.
         """
-        saved_model = state["config"]["model"]
-        if saved_model.lower() != self.config["model"].lower():
-            raise resume.ResumeError(
-                f"--resume: the last state was written by {saved_model}, not {self.config['model']}."
-            )
         best = state["saved_model_file"]
         if state["best_valid_result"] is not None and not Path(best).is_file():
             raise resume.ResumeError(
                 f"--resume: the run's best checkpoint {best} is missing; it must stay beside its last state."
             )
+        self._restore(state, "--resume: the last state", resume.ResumeError)
         self.saved_model_file = best
-        self.start_epoch = state["epoch"] + 1
-        self.cur_step = state["cur_step"]
-        self.best_valid_score = state["best_valid_score"]
         self.best_valid_result = state["best_valid_result"]
         self._resumed_elapsed = state.get("elapsed_s") or 0.0
         # Training had ended (stopped early, or all epochs done - unless `epochs` was raised).
         self._resumed_finished = bool(state["stopped"]) or self.start_epoch >= self.epochs
-        self.model.load_state_dict(state["state_dict"])
-        self.model.load_other_parameter(state.get("other_parameter"))
-        self.optimizer.load_state_dict(state["optimizer"])
         for hook in getattr(self, "hooks", ()):
             saved_hook = state.get("hooks", {}).get(type(hook).__name__)
             if saved_hook is not None and hasattr(hook, "load_state_dict"):
@@ -180,10 +170,24 @@ class HyperTrainerMixin:
             + (" (training had ended; testing)" if self._resumed_finished else f", training from epoch {self.start_epoch}")
         )
 
-    def _load_trained(self, checkpoint_file):
-        checkpoint = load_checkpoint(checkpoint_file, map_location=self.device)
+    def _load_weights(self, checkpoint) -> None:
         self.model.load_state_dict(checkpoint["state_dict"])
         self.model.load_other_parameter(checkpoint.get("other_parameter"))
+
+    def _restore(self, checkpoint, source: str, error=ValueError) -> None:
+        """Weights, optimizer state, next epoch and early-stopping counters from a checkpoint of this model."""
+        saved_model = checkpoint["config"]["model"]
+        if saved_model.lower() != self.config["model"].lower():
+            raise error(f"{source} was trained with {saved_model}, not {self.config['model']}.")
+        self.start_epoch = checkpoint["epoch"] + 1
+        self.cur_step = checkpoint["cur_step"]
+        self.best_valid_score = checkpoint["best_valid_score"]
+        self._load_weights(checkpoint)
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+
+    def _load_trained(self, checkpoint_file):
+        checkpoint = load_checkpoint(checkpoint_file, map_location=self.device)
+        self._load_weights(checkpoint)
         return checkpoint
 
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
@@ -211,19 +215,8 @@ class HyperTrainerMixin:
     def resume_checkpoint(self, resume_file):
         resume_file = str(resume_file)
         checkpoint = load_checkpoint(resume_file, map_location=self.device)
-        saved_model = checkpoint["config"]["model"]
-        if saved_model.lower() != self.config["model"].lower():
-            raise ValueError(
-                f"Checkpoint {resume_file} was trained with {saved_model}, "
-                f"not {self.config['model']}."
-            )
+        self._restore(checkpoint, f"Checkpoint {resume_file}")
         self.saved_model_file = resume_file
-        self.start_epoch = checkpoint["epoch"] + 1
-        self.cur_step = checkpoint["cur_step"]
-        self.best_valid_score = checkpoint["best_valid_score"]
-        self.model.load_state_dict(checkpoint["state_dict"])
-        self.model.load_other_parameter(checkpoint.get("other_parameter"))
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.logger.info(
             "Checkpoint loaded. Resume training from epoch {}".format(self.start_epoch)
         )

@@ -32,10 +32,9 @@ class TuneError(ValueError):
 
 def _hyper_tuning_class():
     try:
-        import hyperopt  # noqa: F401
+        import hyperopt
     except ImportError:
-        raise TuneError("the search needs hyperopt: pip install hyperopt") from None
-    import hyperopt
+        raise TuneError("the search needs hyperopt: pip install hyperopt==0.2.5") from None
     from recbole.trainer import HyperTuning
 
     class PluginHyperTuning(HyperTuning):
