@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 
 from recbole_hyper.data import target_field, uniform_negatives
+from recbole_hyper.distributed import global_mean_part
 from recbole_hyper.ops.cross_entropy import linear_cross_entropy
 
 __all__ = ["CAUSAL_BASELINES", "full_sequence_class"]
@@ -55,8 +56,10 @@ class FullSequenceLoss:
         table = self.item_embedding.weight
         if self.loss_type == "BPR":
             negatives = uniform_negatives(targets, self.n_items)
-            return self.loss_fct((out * table[targets]).sum(-1), (out * table[negatives]).sum(-1))
-        return linear_cross_entropy(out, table, targets)
+            loss = self.loss_fct((out * table[targets]).sum(-1), (out * table[negatives]).sum(-1))
+        else:
+            loss = linear_cross_entropy(out, table, targets)
+        return global_mean_part(loss, targets)
 
 
 _CLASSES = {}

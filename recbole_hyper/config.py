@@ -27,6 +27,7 @@ Two entry points use them:
 
 from __future__ import annotations
 
+import os
 from importlib import resources
 from pathlib import Path
 from typing import List
@@ -217,3 +218,18 @@ class HyperConfig(Config):
             check(self)
         else:
             check_params(self, _baseline_params(self.model), self.model)
+
+    def _init_device(self):
+        """RecBole's device setup for one process; a rank of a distributed run joins
+        its process group with gloo or NCCL (:mod:`recbole_hyper.distributed`)."""
+        if "local_rank" not in self.final_config_dict:
+            return super()._init_device()
+        from recbole_hyper import distributed
+
+        gpu_id = self.final_config_dict.get("gpu_id")
+        if isinstance(gpu_id, (tuple, list)):
+            gpu_id = ",".join(map(str, gpu_id))
+        self.final_config_dict["gpu_id"] = "" if gpu_id is None else str(gpu_id)
+        if self.final_config_dict["gpu_id"]:
+            os.environ["CUDA_VISIBLE_DEVICES"] = self.final_config_dict["gpu_id"]
+        distributed.init_rank(self.final_config_dict)

@@ -54,6 +54,7 @@ def run_recbole_hyper(
     from recbole.data.transform import construct_transform
     from recbole.utils import get_environment, get_flops, get_trainer, init_logger, init_seed, set_color
 
+    from recbole_hyper import distributed
     from recbole_hyper.config import HyperConfig
     from recbole_hyper.data import create_dataset
     from recbole_hyper.registry import get_model_class
@@ -96,9 +97,11 @@ def run_recbole_hyper(
     dataset_obj = create_dataset(config)
     logger.info(dataset_obj)
     serving = ServingData.from_dataset(dataset_obj) if saved else None  # before build() reorders the rows
-    train_data, valid_data, test_data = data_preparation(config, dataset_obj)
+    with distributed.as_one_process(config):
+        train_data, valid_data, test_data = data_preparation(config, dataset_obj)
+    distributed.shard_loaders(train_data, valid_data, test_data)
 
-    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    init_seed(config["seed"] + distributed.rank(), config["reproducibility"])
     model_obj = training_class(config)(config, train_data._dataset).to(config["device"])
     logger.info(model_obj)
 
@@ -125,7 +128,7 @@ def run_recbole_hyper(
     test_result = trainer.evaluate(
         test_data, load_best_model=saved, show_progress=config["show_progress"]
     )
-    if saved and config["local_rank"] == 0 and os.path.isfile(trainer.saved_model_file):
+    if saved and distributed.is_main() and os.path.isfile(trainer.saved_model_file):
         serving.add_training_edges(train_data.dataset, config)
         serving.save(serving_path(trainer.saved_model_file))
 
@@ -145,9 +148,10 @@ def run_recbole_hyper(
         "test_result": test_result,
         "checkpoint": trainer.saved_model_file if saved else None,
     }
+    main_process = distributed.is_main()
     if not config["single_spec"]:
         torch.distributed.destroy_process_group()
-    if config["local_rank"] == 0 and queue is not None:
+    if main_process and queue is not None:
         queue.put(result)
     return result
 
@@ -195,9 +199,10 @@ def training_class(config):
     return config.model_class
 
 
-def _spawned(rank, model, dataset, config_file_list, config_dict, saved, queue):
+def _spawned(rank, model, dataset, config_file_list, config_dict, saved, queue, resume, threads):
+    torch.set_num_threads(threads)
     config_dict = dict(config_dict or {}, local_rank=rank)
-    run_recbole_hyper(model, dataset, config_file_list, config_dict, saved, queue)
+    run_recbole_hyper(model, dataset, config_file_list, config_dict, saved, queue, resume=resume)
 
 
 def run(
@@ -213,32 +218,40 @@ def run(
     group_offset: int = 0,
     resume=None,
 ):
-    """Like ``recbole.quick_start.run``: one process, or ``nproc`` GPU processes."""
+    """Like ``recbole.quick_start.run``: one process, or ``nproc`` processes of a
+    distributed run (gloo on CPUs, NCCL on GPUs; see :mod:`recbole_hyper.distributed`).
+
+    On several nodes every node runs ``nproc`` processes with the same
+    ``world_size`` (processes on all nodes), ``ip`` and ``port`` (of the node
+    with rank 0) and its own ``group_offset`` (the rank of its first process).
+    Returns the result of global rank 0 (``None`` on the other nodes).
+    """
     if nproc == 1 and world_size <= 0:
         return run_recbole_hyper(model, dataset, config_file_list, config_dict, saved, resume=resume)
-    if nproc < 1:
-        raise ValueError(f"nproc must be >= 1, got {nproc}.")
-    available = torch.cuda.device_count()
-    if available < nproc:
-        raise RuntimeError(
-            f"nproc={nproc} needs {nproc} CUDA GPUs (RecBole's distributed training "
-            f"uses NCCL), but {available} are visible. Run with --nproc=1 on CPU."
+    from recbole_hyper import distributed
+    from recbole_hyper.config import HyperConfig
+    from recbole_hyper.registry import get_model_class
+    from recbole_hyper.resume import read_last_state
+
+    world = distributed.check_launch(nproc, world_size, group_offset)
+    if resume is not None:
+        model, dataset, config_file_list, config_dict = resumed_inputs(
+            read_last_state(resume), model, dataset, config_file_list, config_dict
         )
+    # Settings, model and dataset are checked here, once, before any process starts.
+    config = HyperConfig(get_model_class(model), dataset, config_file_list, config_dict)
+    backend = distributed.resolve_backend(config["ddp_backend"], nproc)
+    config_dict = dict(config_dict or {})
+    config_dict.update(world_size=world, ip=ip, port=str(port), nproc=nproc, offset=group_offset)
+    if backend == "nccl":
+        config_dict.setdefault("gpu_id", ",".join(str(i) for i in range(nproc)))
+    threads = distributed.default_threads(nproc) if backend == "gloo" else torch.get_num_threads()
     import torch.multiprocessing as mp
 
-    config_dict = dict(config_dict or {})
-    config_dict.update(
-        world_size=nproc if world_size == -1 else world_size,
-        ip=ip,
-        port=port,
-        nproc=nproc,
-        offset=group_offset,
-    )
-    config_dict.setdefault("gpu_id", ",".join(str(i) for i in range(nproc)))
     queue = mp.get_context("spawn").SimpleQueue()
     mp.spawn(
         _spawned,
-        args=(model, dataset, config_file_list, config_dict, saved, queue),
+        args=(model, dataset, config_file_list, config_dict, saved, queue, resume, threads),
         nprocs=nproc,
         join=True,
     )
@@ -292,7 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
         "model, dataset and settings come from it, --key=value changes settings on top",
     )
     parser.add_argument("--config_files", default=None, help="space-separated yaml files")
-    parser.add_argument("--nproc", type=int, default=1, help="processes for multi-GPU training")
+    parser.add_argument(
+        "--nproc", type=int, default=1, help="processes of a distributed run on this node (gloo on CPUs, NCCL on GPUs)"
+    )
     parser.add_argument("--ip", default="localhost", help="master address for distributed training")
     parser.add_argument("--port", default="5678", help="master port for distributed training")
     parser.add_argument("--world_size", type=int, default=-1, help="total processes over all nodes")

@@ -1,6 +1,6 @@
 """RecBole's trainer, with checkpoints that load on torch >= 2.6 and model hooks.
 
-:class:`HyperTrainer` is RecBole's ``Trainer`` with six changes:
+:class:`HyperTrainer` is RecBole's ``Trainer`` with seven changes:
 
 * an optional learning-rate schedule, per optimizer step: ``lr_schedule``
   ``constant`` (RecBole's behaviour, the default), ``cosine`` or ``linear``
@@ -25,6 +25,9 @@
 * parameters on a manifold (``geoopt.ManifoldParameter``) are optimised by
   geoopt's ``RiemannianAdam`` beside the configured optimiser
   (:mod:`recbole_hyper.optim`);
+* distributed runs (:mod:`recbole_hyper.distributed`) wrap the model for CPUs
+  (gloo) as well as GPUs, compute exact metrics from every rank's rankings,
+  and let only global rank 0 write checkpoints;
 * with ``save_last_state`` it writes the run's last state after every epoch
   beside the best checkpoint, and :meth:`HyperTrainerMixin.resume_last_state`
   continues a run from it (:mod:`recbole_hyper.resume`).
@@ -41,7 +44,7 @@ from pathlib import Path
 from recbole.trainer import Trainer
 from recbole.utils import set_color
 
-from recbole_hyper import resume
+from recbole_hyper import distributed, resume
 from recbole_hyper.compat import load_checkpoint, silence_known_warnings
 from recbole_hyper.optim import build_optimizer
 
@@ -53,6 +56,14 @@ class StopTraining(Exception):
 
 
 class HyperTrainerMixin:
+    def __init__(self, config, model):
+        # RecBole's trainer wraps the model for one GPU per rank; the plugin's
+        # wrapper works on CPUs (gloo) too.
+        with distributed.as_one_process(config):
+            super().__init__(config, model)
+        if not config["single_spec"]:
+            self.distributed_model = distributed.wrap_model(self.model, config)
+
     def _build_optimizer(self, **kwargs):
         """RecBole's optimiser; manifold parameters (geoopt) get RiemannianAdam beside it."""
         if "params" in kwargs:
@@ -118,7 +129,7 @@ class HyperTrainerMixin:
         """Write everything the next epoch depends on (see :mod:`recbole_hyper.resume`)."""
         if not (self._fit_state["saved"] and self.config["save_last_state"]):
             return
-        if not self.config["single_spec"] and self.config["local_rank"] != 0:
+        if not distributed.is_main():
             return
         train_data = self._fit_state["train_data"]
         hooks = {
@@ -185,10 +196,19 @@ class HyperTrainerMixin:
         self._load_weights(checkpoint)
         self.optimizer.load_state_dict(checkpoint["optimizer"])
 
-    def _load_trained(self, checkpoint_file):
-        checkpoint = load_checkpoint(checkpoint_file, map_location=self.device)
-        self._load_weights(checkpoint)
-        return checkpoint
+    def _load_trained(self, checkpoint_file) -> None:
+        # Distributed: only rank 0 wrote the file (other nodes may not see it); it sends the weights.
+        if distributed.is_main():
+            self._load_weights(load_checkpoint(checkpoint_file, map_location=self.device))
+        distributed.broadcast_state(self.model)
+
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        if distributed.is_main():  # RecBole checks local_rank, which is 0 on every node
+            super()._save_checkpoint(epoch, verbose=verbose, **kwargs)
+
+    def _map_reduce(self, result, num_sample):
+        # evaluate() gathered every rank's rankings before computing the metrics: they are global already.
+        return result
 
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
         if load_best_model and eval_data:
@@ -197,11 +217,13 @@ class HyperTrainerMixin:
             self.logger.info(
                 "Loading model structure and parameters from {}".format(checkpoint_file)
             )
-        if not any(hasattr(h, "on_evaluated") for h in getattr(self, "hooks", ())):
+        reporting = any(hasattr(h, "on_evaluated") for h in getattr(self, "hooks", ()))
+        if not (reporting or distributed.is_distributed()):
             return super().evaluate(eval_data, load_best_model=False, model_file=None, show_progress=show_progress)
         evaluator = self.evaluator.evaluate
 
         def evaluate_and_report(struct):
+            struct = distributed.gather_struct(struct)  # all ranks' users: exact metrics on every rank
             result = evaluator(struct)
             self._call_hooks("on_evaluated", eval_data, struct, result)
             return result

@@ -15,7 +15,9 @@ from recbole_hyper.ops import selective_scan_ref as reference_scan
 
 REPO = Path(__file__).resolve().parents[1]
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# Two threads at most; fewer when OMP_NUM_THREADS says so (e.g. beside a benchmark on a 2-core machine,
+# where a second thread would wait on a busy core).
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or max(1, min(2, os.cpu_count() or 1))))
 
 # Small enough that one epoch over ml-100k takes seconds on two CPU cores.
 FAST = {

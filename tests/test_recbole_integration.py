@@ -82,11 +82,12 @@ def test_invalid_hyperparameters_are_listed_together(in_tmp):
     assert "'CE', 'BPR'" in message
 
 
-def test_nproc_without_gpus_fails_clearly(in_tmp):
+def test_nccl_without_gpus_fails_before_any_process_starts(in_tmp):
     if torch.cuda.device_count() >= 2:
         pytest.skip("two GPUs are visible")
-    with pytest.raises(RuntimeError, match="CUDA GPUs"):
-        recbole_hyper.run("Mamba4Rec", "ml-100k", nproc=2)
+    with pytest.raises(HyperParameterError, match="needs 2 CUDA GPUs"):
+        recbole_hyper.run("Mamba4Rec", "ml-100k", config_dict={"ddp_backend": "nccl"}, nproc=2)
+    assert not (in_tmp / "saved").exists()
 
 
 def test_stock_recbole_pipeline_trains_the_plugin_model(in_tmp):

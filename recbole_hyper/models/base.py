@@ -19,6 +19,7 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.model.loss import BPRLoss
 
 from recbole_hyper.data import TRAIN_MODES, target_field, training_edges, uniform_negatives
+from recbole_hyper.distributed import global_mean_part
 from recbole_hyper.layers.ffn import FeedForward
 from recbole_hyper.layers.mamba import Mamba
 from recbole_hyper.layers.mamba_layer import MambaLayer
@@ -323,7 +324,8 @@ class HyperSequentialRecommender(SequentialRecommender):
 
         RecBole's trainer sums the tuple and logs each part.
         """
-        loss = self.main_loss(*self.training_pairs(interaction))
+        out, targets, negatives = self.training_pairs(interaction)
+        loss = global_mean_part(self.main_loss(out, targets, negatives), targets)
         aux = self.aux_losses()
         return (loss, *aux) if aux else loss
 
