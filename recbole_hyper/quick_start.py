@@ -83,7 +83,7 @@ def run_recbole_hyper(
         "config_dict": {
             k: v
             for k, v in {**(config_dict or {}), **config.cmd_config_dict}.items()
-            if k not in ("model", "dataset", "resume", "config_files")
+            if k not in ("model", "dataset", "resume", "config_files", *LAUNCH_KEYS)
         },
     }
     init_seed(config["seed"], config["reproducibility"])
@@ -169,12 +169,14 @@ def resumed_inputs(last_state, model, dataset, config_file_list, config_dict):
                 f"--resume: the interrupted run trained {run['model']} on {run['dataset']}, "
                 f"not {name} {given}; leave --{name} out or resume another file."
             )
-    settings = dict(run["config_dict"])
+    settings = {k: v for k, v in run["config_dict"].items() if k not in LAUNCH_KEYS}
     settings.update(config_dict or {})
     return run["model"], run["dataset"], config_file_list or run["config_file_list"] or None, settings
 
 
-_VOLATILE = {"device", "local_rank", "single_spec", "gpu_id", "resume", "config_files", "state", "show_progress"}
+# How a distributed run was launched (set per launch, never carried into a resumed run).
+LAUNCH_KEYS = ("local_rank", "world_size", "ip", "port", "nproc", "offset", "group_offset")
+_VOLATILE = {"device", "single_spec", "gpu_id", "resume", "config_files", "state", "show_progress", *LAUNCH_KEYS}
 
 
 def _log_changed_settings(logger, old, new) -> None:
@@ -239,13 +241,17 @@ def run(
             read_last_state(resume), model, dataset, config_file_list, config_dict
         )
     # Settings, model and dataset are checked here, once, before any process starts.
-    config = HyperConfig(get_model_class(model), dataset, config_file_list, config_dict)
+    settings = {k: v for k, v in (config_dict or {}).items() if k not in LAUNCH_KEYS}
+    config = HyperConfig(get_model_class(model), dataset, config_file_list, settings)
     backend = distributed.resolve_backend(config["ddp_backend"], nproc)
     config_dict = dict(config_dict or {})
     config_dict.update(world_size=world, ip=ip, port=str(port), nproc=nproc, offset=group_offset)
     if backend == "nccl":
         config_dict.setdefault("gpu_id", ",".join(str(i) for i in range(nproc)))
     threads = distributed.default_threads(nproc) if backend == "gloo" else torch.get_num_threads()
+    # RecBole's processes would race to create the same folders (log/<model>, the checkpoint folder).
+    for folder in (os.path.join("log", config["model"]), config["checkpoint_dir"]):
+        os.makedirs(folder, exist_ok=True)
     import torch.multiprocessing as mp
 
     queue = mp.get_context("spawn").SimpleQueue()

@@ -31,7 +31,8 @@ from recbole_hyper.quick_start import run
 if __name__ == "__main__":
     args = json.loads(sys.argv[1])
     torch.set_num_threads(1)
-    result = run(args["model"], args["dataset"], config_dict=args["config"], nproc=args["nproc"], port=args["port"])
+    result = run(args.get("model"), args.get("dataset"), config_dict=args["config"], nproc=args["nproc"], port=args["port"],
+                 resume=args.get("resume"))
     print("RESULT " + json.dumps({"test": result["test_result"], "best": result["best_valid_score"],
                                   "checkpoint": result["checkpoint"]}))
 """
@@ -74,6 +75,17 @@ def test_two_processes_equal_one_process(mode, tmp_path):
     # Only rank 0 writes: one best checkpoint, one last state, one serving file.
     expected = ["Mamba4Rec.last.pth", "Mamba4Rec.pth", "Mamba4Rec.pth.serving.pt"]
     assert written(tmp_path / "two") == written(tmp_path / "one") == expected
+
+
+def test_distributed_run_resumes_like_one_process(tmp_path):
+    """2 processes for 1 epoch, then --resume with 2 processes for a 2nd epoch: as one process for 2 epochs."""
+    config = fast_config(epochs=1, dropout_prob=0.0, train_mode="full_sequence", train_batch_size=64)
+    first = run_script(tmp_path / "two", model="Mamba4Rec", dataset="ml-100k", config=config, nproc=2)
+    last = str(tmp_path / "two" / first["checkpoint"]).replace(".pth", ".last.pth")
+    resumed = run_script(tmp_path / "two", config={"epochs": 2}, nproc=2, resume=last)
+    one = run_script(tmp_path / "one", model="Mamba4Rec", dataset="ml-100k", config=dict(config, epochs=2), nproc=1)
+    assert (resumed["best"], resumed["test"]) == (one["best"], one["test"])
+    assert resumed["best"] != first["best"]  # the second epoch changed the model
 
 
 @pytest.mark.parametrize(
