@@ -85,12 +85,12 @@ def read_last_state(path) -> Dict[str, Any]:
         raise ResumeError(f"--resume: no such file: {path}.")
     state = _load(path)
     if state.get("kind") == KIND:
-        return state
+        return dict(state, read_from=str(path.resolve()))
     sibling = last_state_path(path)
     if sibling.is_file():
         state = _load(sibling)
         if state.get("kind") == KIND:
-            return state
+            return dict(state, read_from=str(sibling.resolve()))
     raise ResumeError(
         f"--resume: {path} is not a last-state file (the run that wrote it saved only its best model). "
         f"Resume from the '*{SUFFIX}' file a run writes beside its best checkpoint "

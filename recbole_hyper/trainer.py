@@ -157,9 +157,13 @@ class HyperTrainerMixin:
         """Continue the run whose last state is ``state`` (:func:`recbole_hyper.resume.read_last_state`).
 
         Call before :meth:`fit`; the best model keeps being written to the
-        interrupted run's checkpoint file.
+        interrupted run's checkpoint file: where the run wrote it or, when the
+        folder was moved (or the path was relative to another working
+        directory), the file of that name beside the last state.
         """
         best = state["saved_model_file"]
+        if not Path(best).is_file() and state.get("read_from"):
+            best = str(Path(state["read_from"]).with_name(Path(best).name))
         if state["best_valid_result"] is not None and not Path(best).is_file():
             raise resume.ResumeError(
                 f"--resume: the run's best checkpoint {best} is missing; it must stay beside its last state."

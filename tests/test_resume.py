@@ -88,8 +88,17 @@ def test_killed_and_resumed_run_ends_like_the_uninterrupted_one(model, tmp_path)
     assert state["epoch"] == 1  # epochs 0 and 1 done; the kill came after epoch 2's validation
     assert not list((killed / "saved").glob("*.tmp"))
 
-    rc, resumed = run_script(killed, resume=str(last[0]))
+    # Resumed from another working directory with the run's folder moved: the best checkpoint
+    # is found beside the last state (the run recorded it as saved/<name>).
+    moved = tmp_path / "moved"
+    killed.rename(moved)
+    killed = moved
+    last = [moved / "saved" / last[0].name]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    rc, resumed = run_script(elsewhere, resume=str(last[0]))
     assert rc == 0, resumed
+    assert Path(resumed["checkpoint"]).parent == moved / "saved"
 
     straight, again = runs["straight"], runs["again"]
     assert again["test"] == straight["test"]
