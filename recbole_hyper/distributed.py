@@ -65,6 +65,7 @@ __all__ = [
     "global_mean_part",
     "gather_struct",
     "broadcast_state",
+    "default_threads",
 ]
 
 BACKENDS = ("auto", "gloo", "nccl")
@@ -237,14 +238,13 @@ def shard_loaders(train_data, *eval_data) -> None:
             _set_batches(loader, RowShard(len(loader.sampler), loader.step, r, w))
 
 
-def target_share(n_local: int, device=None) -> float:
+def target_share(n_local: int, device) -> float:
     """``world * n_local / n_global``: a rank's mean loss over its ``n_local``
     targets times this is its part of the global batch's mean (the gradients are
-    averaged over ranks). 1 in a single process."""
+    averaged over ranks). 1 in a single process. ``device``: the rank's training
+    device (CUDA under NCCL, the CPU under gloo)."""
     if not is_distributed():
         return 1.0
-    if device is None or torch.device(device).type != "cuda":
-        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
     total = torch.tensor([float(n_local)], device=device)
     dist.all_reduce(total)
     return dist.get_world_size() * float(n_local) / max(float(total.item()), 1.0)

@@ -96,7 +96,8 @@ def run_recbole_hyper(
 
     dataset_obj = create_dataset(config)
     logger.info(dataset_obj)
-    serving = ServingData.from_dataset(dataset_obj) if saved else None  # before build() reorders the rows
+    # Before build() reorders the rows; only the process that writes it builds it.
+    serving = ServingData.from_dataset(dataset_obj) if saved and distributed.is_main() else None
     with distributed.as_one_process(config):
         train_data, valid_data, test_data = data_preparation(config, dataset_obj)
     distributed.shard_loaders(train_data, valid_data, test_data)

@@ -104,6 +104,22 @@ def run_cli(args, cwd):
     )
 
 
+def run_snippet(script: str, cwd, args: dict):
+    """Run ``script`` (Python source that reads its JSON ``args`` from argv[1] and prints
+    ``RESULT <json>``) in a fresh single-threaded process from ``cwd``.
+    Returns (exit status, the parsed result, or the end of stderr when there is none)."""
+    import json
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    proc = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return proc.returncode, json.loads(line[len("RESULT "):])
+    return proc.returncode, proc.stderr[-4000:]
+
+
 def dict_config(config, **overrides):
     """A copy of a RecBole Config with some keys changed."""
     import copy

@@ -8,7 +8,6 @@ process and averaged per-process metrics) fails this on ml-100k: its 943
 users do not split evenly and its shuffle is not the single process's.
 """
 
-import json
 import os
 import socket
 import subprocess
@@ -21,7 +20,7 @@ import torch
 from recbole_hyper import distributed
 from recbole_hyper.compat import load_checkpoint
 from recbole_hyper.params import HyperParameterError
-from tests.conftest import REPO, fast_config, run_cli
+from tests.conftest import REPO, fast_config, run_cli, run_snippet
 
 SCRIPT = r"""
 import json, sys
@@ -46,15 +45,9 @@ def free_port() -> int:
 
 def run_script(cwd: Path, **args):
     cwd.mkdir(parents=True, exist_ok=True)
-    args["port"] = str(free_port())
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT, json.dumps(args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
-    )
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
-    raise AssertionError(f"exit {proc.returncode}:\n{proc.stderr[-4000:]}")
+    rc, result = run_snippet(SCRIPT, cwd, dict(args, port=str(free_port())))
+    assert rc == 0 and isinstance(result, dict), f"exit {rc}:\n{result}"
+    return result
 
 
 def written(folder: Path):

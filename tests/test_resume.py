@@ -14,7 +14,7 @@ import torch
 
 from recbole_hyper.compat import load_checkpoint
 from recbole_hyper.resume import last_state_path
-from tests.conftest import REPO, fast_config
+from tests.conftest import REPO, fast_config, run_snippet
 
 # Runs one training in a fresh process; with KILL_AT=e the process SIGKILLs itself
 # when epoch e has been validated (its last state is not written yet, so the
@@ -41,14 +41,7 @@ print("RESULT " + json.dumps({"test": result["test_result"], "best": result["bes
 
 
 def run_script(cwd: Path, **args):
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT, json.dumps(args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
-    )
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return proc.returncode, json.loads(line[len("RESULT "):])
-    return proc.returncode, proc.stderr[-3000:]
+    return run_snippet(SCRIPT, cwd, args)
 
 
 def weights(path):
