@@ -7,12 +7,13 @@ our relative difference, a paired Wilcoxon test of each of our models against
 its baseline on per-user test NDCG@10, training time), ``summary.json``,
 ``valid_ndcg_per_epoch.png`` and ``ndcg_bars.png``.
 
-Baselines for the significance test: Mamba4Rec against RecBole's SASRec;
-HyMoERec, HMamba and HM2Rec against Mamba4Rec in the same training mode.
+Baselines for the significance test: Mamba4Rec against RecBole's SASRec in the
+same training mode (its augmented run when there is none); HyMoERec, HMamba and
+HM2Rec against Mamba4Rec in the same training mode.
 Per-user NDCG@10 is averaged over the seeds a cell has before pairing users.
-Epoch times are medians over a run's epochs; "time to best" is
-(best epoch + 1) x the median epoch time (training + validation), which is
-robust to pauses of the machine.
+Epoch times are medians over a run's epochs (training plus the epoch's share of
+validation, which runs every eval_step epochs); "time to best" is
+(best epoch + 1) x the median epoch time, which is robust to pauses of the machine.
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ from recbole_hyper.registry import BASELINES, MODELS  # noqa: E402
 
 METRICS = ["hit@5", "hit@10", "ndcg@5", "ndcg@10", "mrr@10"]
 _FIRST = next(iter(MODELS))
-# The first plugin model against RecBole's SASRec (augmented); every other against the first.
-BASELINE = {m: (BASELINES[0], "augmented") if m == _FIRST else (_FIRST, None) for m in MODELS}
+# The first plugin model against RecBole's SASRec, every other against the first; the
+# same training mode, or the baseline's augmented run when it has no run in that mode.
+BASELINE = {m: BASELINES[0] if m == _FIRST else _FIRST for m in MODELS}
 ORDER = list(MODELS) + list(BASELINES)
 
 
@@ -50,7 +52,13 @@ def load_runs(folder: Path):
 
 
 def epoch_time(run):
-    times = [h["train_s"] + h["eval_s"] for h in run["history"]]
+    """Median time of one epoch: its training plus its share of validation (with
+    eval_step > 1 only every eval_step-th epoch is validated and recorded)."""
+    times, previous = [], -1
+    for h in run["history"]:
+        gap = max(1, h["epoch"] - previous)
+        times.append(h["train_s"] + h["eval_s"] / gap)
+        previous = h["epoch"]
     return statistics.median(times) if times else float("nan")
 
 
@@ -116,11 +124,12 @@ def build(runs, papers):
         row["L"] = rs[0]["MAX_ITEM_LIST_LENGTH"]
         row["stopped_by_budget"] = any(r.get("stopped_by_budget") for r in rs)
         row["papers"] = [{"source": k, **v} for k, v in paper_for(papers, dataset, model)]
-        base_model, base_mode = BASELINE.get(model, (None, None))
-        base = cells.get((dataset, base_model, base_mode or mode)) if base_model else None
+        base_model = BASELINE.get(model)
+        base_mode = mode if (dataset, base_model, mode) in cells else "augmented"
+        base = cells.get((dataset, base_model, base_mode)) if base_model else None
         if base:
             p, diff = wilcoxon(per_user(rs), per_user(base))
-            row["significance"] = {"baseline": f"{base_model} ({base_mode or mode})", "p": p, "mean_diff": diff}
+            row["significance"] = {"baseline": f"{base_model} ({base_mode})", "p": p, "mean_diff": diff}
         summary.append(row)
     by = {(r["dataset"], r["model"], r["mode"]): r for r in summary}
     for (dataset, model, mode), row in by.items():
