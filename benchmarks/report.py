@@ -126,7 +126,7 @@ def build(runs, papers):
         row["papers"] = [{"source": k, **v} for k, v in paper_for(papers, dataset, model)]
         base_model = BASELINE.get(model)
         base_mode = mode if (dataset, base_model, mode) in cells else "augmented"
-        base = cells.get((dataset, base_model, base_mode)) if base_model else None
+        base = cells.get((dataset, base_model, base_mode))  # None for a model without a baseline
         if base:
             p, diff = wilcoxon(per_user(rs), per_user(base))
             row["significance"] = {"baseline": f"{base_model} ({base_mode})", "p": p, "mean_diff": diff}

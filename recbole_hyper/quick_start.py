@@ -170,13 +170,20 @@ def resumed_inputs(last_state, model, dataset, config_file_list, config_dict):
                 f"--resume: the interrupted run trained {run['model']} on {run['dataset']}, "
                 f"not {name} {given}; leave --{name} out or resume another file."
             )
-    settings = {k: v for k, v in run["config_dict"].items() if k not in LAUNCH_KEYS}
+    settings = without_launch_keys(run["config_dict"])
     settings.update(config_dict or {})
     return run["model"], run["dataset"], config_file_list or run["config_file_list"] or None, settings
 
 
 # How a distributed run was launched (set per launch, never carried into a resumed run).
 LAUNCH_KEYS = ("local_rank", "world_size", "ip", "port", "nproc", "offset", "group_offset")
+
+
+def without_launch_keys(settings) -> dict:
+    """``settings`` without the keys of a distributed launch (see :data:`LAUNCH_KEYS`)."""
+    return {k: v for k, v in (settings or {}).items() if k not in LAUNCH_KEYS}
+
+
 _VOLATILE = {"device", "single_spec", "gpu_id", "resume", "config_files", "state", "show_progress", *LAUNCH_KEYS}
 
 
@@ -242,8 +249,7 @@ def run(
             read_last_state(resume), model, dataset, config_file_list, config_dict
         )
     # Settings, model and dataset are checked here, once, before any process starts.
-    settings = {k: v for k, v in (config_dict or {}).items() if k not in LAUNCH_KEYS}
-    config = HyperConfig(get_model_class(model), dataset, config_file_list, settings)
+    config = HyperConfig(get_model_class(model), dataset, config_file_list, without_launch_keys(config_dict))
     backend = distributed.resolve_backend(config["ddp_backend"], nproc)
     config_dict = dict(config_dict or {})
     config_dict.update(world_size=world, ip=ip, port=str(port), nproc=nproc, offset=group_offset)
