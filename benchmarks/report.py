@@ -1,6 +1,8 @@
-"""Tables and plots from a folder of benchmark runs (``run_grid.py`` JSON files).
+"""Tables and plots from one or more folders of benchmark runs (``run_grid.py`` JSON files).
 
     python benchmarks/report.py --runs benchmarks/results/ml-100k/runs --out benchmarks/results/ml-100k
+    python benchmarks/report.py --runs benchmarks/results/amazon-beauty/runs benchmarks/results/amazon-beauty/variants \\
+        --out benchmarks/results/amazon-beauty
 
 Writes ``table.md`` (mean +- std over seeds per cell, the papers' numbers and
 our relative difference, a paired Wilcoxon test of each of our models against
@@ -9,7 +11,12 @@ its baseline on per-user test NDCG@10, training time), ``summary.json``,
 
 Baselines for the significance test: Mamba4Rec against RecBole's SASRec in the
 same training mode (its augmented run when there is none); HyMoERec, HMamba and
-HM2Rec against Mamba4Rec in the same training mode.
+HM2Rec against Mamba4Rec in the same training mode. A run made with a grid
+``--tag`` (a variant such as ``--set num_layers=2 --tag 2layers``) is its own row,
+"Mamba4Rec [2layers]"; its baseline is the baseline model's run with the same tag
+when there is one (else the untagged run), and it is also tested against the same
+model without the tag. ``--runs`` takes several folders, so variants kept apart
+from the main grid appear in one table with it.
 Per-user NDCG@10 is averaged over the seeds a cell has before pairing users.
 Epoch times are medians over a run's epochs (training plus the epoch's share of
 validation, which runs every eval_step epochs); "time to best" is
@@ -45,9 +52,11 @@ def load_runs(folder: Path):
     runs = []
     for path in sorted(folder.glob("*.json")):
         try:
-            runs.append(json.loads(path.read_text()))
+            run = json.loads(path.read_text())
         except json.JSONDecodeError:
             continue
+        if isinstance(run, dict) and "history" in run:  # not a summary.json written into the folder
+            runs.append(run)
     return runs
 
 
@@ -103,15 +112,32 @@ def paper_for(papers, dataset, model):
     return out
 
 
+def label(model, tag):
+    return f"{model} [{tag}]" if tag else model
+
+
 def build(runs, papers):
     cells = defaultdict(list)
     for r in runs:
-        cells[(r["dataset"], r["model"], r["mode"])].append(r)
+        cells[(r["dataset"], r["model"], r["mode"], r.get("tag") or "")].append(r)
+
+    def baseline_cell(dataset, model, mode, tag):
+        for key in ((mode, tag), (mode, ""), ("augmented", tag), ("augmented", "")):
+            if (dataset, model, *key) in cells:
+                return (dataset, model, *key)
+        return None
+
+    def significance(rs, key):
+        p, diff = wilcoxon(per_user(rs), per_user(cells[key]))
+        return {"baseline": f"{label(key[1], key[3])} ({key[2]})", "p": p, "mean_diff": diff}
+
     summary = []
-    for (dataset, model, mode), rs in sorted(
-        cells.items(), key=lambda kv: (kv[0][0], ORDER.index(kv[0][1]) if kv[0][1] in ORDER else 99, kv[0][2])
+    for (dataset, model, mode, tag), rs in sorted(
+        cells.items(),
+        key=lambda kv: (kv[0][0], ORDER.index(kv[0][1]) if kv[0][1] in ORDER else 99, kv[0][3], kv[0][2]),
     ):
-        row = {"dataset": dataset, "model": model, "mode": mode, "seeds": sorted(r["seed"] for r in rs)}
+        row = {"dataset": dataset, "model": model, "tag": tag, "label": label(model, tag), "mode": mode,
+               "seeds": sorted(r["seed"] for r in rs)}
         for m in METRICS:
             row[m] = mean_std([r["test"].get(m) for r in rs])
         row["valid_ndcg@10"] = mean_std([r["best_valid"].get("ndcg@10") for r in rs])
@@ -124,19 +150,18 @@ def build(runs, papers):
         row["L"] = rs[0]["MAX_ITEM_LIST_LENGTH"]
         row["stopped_by_budget"] = any(r.get("stopped_by_budget") for r in rs)
         row["papers"] = [{"source": k, **v} for k, v in paper_for(papers, dataset, model)]
-        base_model = BASELINE.get(model)
-        base_mode = mode if (dataset, base_model, mode) in cells else "augmented"
-        base = cells.get((dataset, base_model, base_mode))  # None for a model without a baseline
+        base = baseline_cell(dataset, BASELINE.get(model), mode, tag)  # None without a baseline
         if base:
-            p, diff = wilcoxon(per_user(rs), per_user(base))
-            row["significance"] = {"baseline": f"{base_model} ({base_mode})", "p": p, "mean_diff": diff}
+            row["significance"] = significance(rs, base)
+        if tag and (dataset, model, mode, "") in cells:
+            row["vs_untagged"] = significance(rs, (dataset, model, mode, ""))
         summary.append(row)
-    by = {(r["dataset"], r["model"], r["mode"]): r for r in summary}
-    for (dataset, model, mode), row in by.items():
-        aug = by.get((dataset, model, "augmented"))
+    by = {(r["dataset"], r["model"], r["mode"], r["tag"]): r for r in summary}
+    for (dataset, model, mode, tag), row in by.items():
+        aug = by.get((dataset, model, "augmented", tag))
         if mode == "full_sequence" and aug:
             target = 0.98 * aug["valid_ndcg@10"][0]
-            row["time_to_98pct_of_augmented_best_s"] = time_to_reach(cells[(dataset, model, mode)], target)
+            row["time_to_98pct_of_augmented_best_s"] = time_to_reach(cells[(dataset, model, mode, tag)], target)
     return summary
 
 
@@ -170,13 +195,11 @@ def markdown(summary):
                 f"{q['ndcg@10']:.4f} ({q['hit@10']:.4f}) [{q['source']}]" for q in r["papers"] if "ndcg@10" in q
             )
             rel = f"{(r['ndcg@10'][0] - p['ndcg@10']) / p['ndcg@10'] * 100:+.1f}%"
-        sig = "-"
-        if "significance" in r:
-            s = r["significance"]
-            sig = f"{s['mean_diff']:+.4f} vs {s['baseline']}, p={s['p']:.2g}"
+        tests = [r[k] for k in ("significance", "vs_untagged") if k in r]
+        sig = "; ".join(f"{s['mean_diff']:+.4f} vs {s['baseline']}, p={s['p']:.2g}" for s in tests) or "-"
         note = " (time budget hit)" if r["stopped_by_budget"] else ""
         lines.append(
-            f"| {r['dataset']} | {r['model']} | {r['mode']} | {len(r['seeds'])} | "
+            f"| {r['dataset']} | {r['label']} | {r['mode']} | {len(r['seeds'])} | "
             + " | ".join(fmt(r[m]) for m in METRICS)
             + f" | {paper} | {rel} | {sig} | {r['train_batch_size']} | {r['epoch_s']:.1f} | "
             + ", ".join(str(e) for e in r["best_epoch"])
@@ -204,7 +227,7 @@ def mode_comparison(summary):
     "to the same NDCG" is the time full-sequence training needs until its validation
     NDCG@10 first reaches 98% of the augmented runs' best (mean over seeds), against the
     augmented runs' time to their best."""
-    by = {(r["dataset"], r["model"], r["mode"]): r for r in summary}
+    by = {(r["dataset"], r["label"], r["mode"]): r for r in summary}
     lines = [
         "| dataset | model | s/epoch augmented | s/epoch full_sequence | epoch speed-up | time to best augmented"
         " | time to best full_sequence | full_sequence time to 98% of augmented best | speed-up to the same NDCG"
@@ -236,7 +259,7 @@ def plots(runs, summary, out: Path):
 
     groups = defaultdict(list)
     for r in runs:
-        groups[(r["model"], r["mode"])].append(r)
+        groups[(label(r["model"], r.get("tag")), r["mode"])].append(r)
     fig, axes = plt.subplots(1, 2, figsize=(13, 5), dpi=110)
     for (model, mode), rs in sorted(groups.items()):
         style = "-" if mode == "augmented" else "--"
@@ -245,9 +268,9 @@ def plots(runs, summary, out: Path):
             continue
         ys = np.mean([[h["valid_ndcg@10"] for h in r["history"][:n]] for r in rs], axis=0)
         t = np.median([epoch_time(r) for r in rs])
-        label = f"{model} ({'aug' if mode == 'augmented' else 'full'})"
-        axes[0].plot(np.arange(1, n + 1), ys, style, label=label)
-        axes[1].plot(np.arange(1, n + 1) * t / 60, ys, style, label=label)
+        name = f"{model} ({'aug' if mode == 'augmented' else 'full'})"
+        axes[0].plot(np.arange(1, n + 1), ys, style, label=name)
+        axes[1].plot(np.arange(1, n + 1) * t / 60, ys, style, label=name)
     axes[0].set_xlabel("epoch")
     axes[1].set_xlabel("training time (min, median epoch time x epochs)")
     axes[1].set_xscale("log")
@@ -262,7 +285,7 @@ def plots(runs, summary, out: Path):
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(summary)), 4.5), dpi=110)
-    labels = [f"{r['model']}\n{'aug' if r['mode'] == 'augmented' else 'full'}" for r in summary]
+    labels = [f"{r['label']}\n{'aug' if r['mode'] == 'augmented' else 'full'}" for r in summary]
     means = [r["ndcg@10"][0] for r in summary]
     stds = [r["ndcg@10"][1] if not np.isnan(r["ndcg@10"][1]) else 0 for r in summary]
     colors = ["tab:blue" if r["model"] in BASELINE else "tab:gray" for r in summary]
@@ -283,14 +306,14 @@ def plots(runs, summary, out: Path):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", required=True)
+    parser.add_argument("--runs", required=True, nargs="+", help="one or more folders of run files")
     parser.add_argument("--out", default=None)
     parser.add_argument("--papers", default=str(HERE / "paper_numbers.yaml"))
     args = parser.parse_args()
-    runs = load_runs(Path(args.runs))
+    runs = [run for folder in args.runs for run in load_runs(Path(folder))]
     if not runs:
-        raise SystemExit(f"no run files in {args.runs}")
-    out = Path(args.out or Path(args.runs).parent)
+        raise SystemExit(f"no run files in {' '.join(args.runs)}")
+    out = Path(args.out or Path(args.runs[0]).parent)
     out.mkdir(parents=True, exist_ok=True)
     papers = yaml.safe_load(Path(args.papers).read_text())
     summary = build(runs, papers)

@@ -11,7 +11,7 @@ report = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(report)
 
 
-def _run(model, mode, epochs, values, train_s=10.0, eval_s=4.0, best_epoch=None):
+def _run(model, mode, epochs, values, train_s=10.0, eval_s=4.0, best_epoch=None, tag=None):
     history = [{"epoch": e, "valid_ndcg@10": 0.1, "train_s": train_s, "eval_s": eval_s} for e in epochs]
     return {
         "model": model, "mode": mode, "dataset": "toy", "seed": 1, "history": history,
@@ -19,6 +19,7 @@ def _run(model, mode, epochs, values, train_s=10.0, eval_s=4.0, best_epoch=None)
         "test": {m: 0.1 for m in report.METRICS}, "best_valid": {"ndcg@10": 0.1}, "wall_s": 1.0,
         "train_batch_size": 8, "MAX_ITEM_LIST_LENGTH": 5,
         "per_user_test_ndcg@10": {"user_ids": list(range(len(values))), "values": values},
+        **({"tag": tag} if tag else {}),
     }
 
 
@@ -60,3 +61,54 @@ def test_first_model_falls_back_to_the_augmented_baseline():
     ]
     rows = {(r["model"], r["mode"]): r for r in report.build(runs, {})}
     assert rows[("Mamba4Rec", "full_sequence")]["significance"]["baseline"] == "SASRec (augmented)"
+
+
+def test_a_tagged_variant_is_its_own_row_against_its_tagged_baseline_and_its_untagged_self():
+    one_layer = [0.1, 0.2, 0.3, 0.4]
+    two_layers = [0.3, 0.4, 0.2, 0.6]  # +0.125 on average against one layer
+    hymoe_two = [0.4, 0.5, 0.3, 0.7]  # +0.1 for every user against Mamba4Rec with 2 layers
+    runs = [
+        _run("Mamba4Rec", "full_sequence", [0], one_layer),
+        _run("Mamba4Rec", "full_sequence", [0], two_layers, tag="2layers"),
+        _run("HyMoERec", "full_sequence", [0], hymoe_two, tag="2layers"),
+        _run("SASRec", "full_sequence", [0], [0.0] * 4),
+    ]
+    rows = {r["label"]: r for r in report.build(runs, {})}
+    assert set(rows) == {"Mamba4Rec", "Mamba4Rec [2layers]", "HyMoERec [2layers]", "SASRec"}
+    assert rows["Mamba4Rec"]["ndcg@10"] == (0.1, 0.0)  # the tagged run is not averaged in
+    tagged = rows["Mamba4Rec [2layers]"]
+    # No tagged SASRec run: the untagged one is the baseline.
+    assert tagged["significance"]["baseline"] == "SASRec (full_sequence)"
+    assert tagged["significance"]["mean_diff"] == pytest.approx(0.375)
+    assert tagged["vs_untagged"]["baseline"] == "Mamba4Rec (full_sequence)"
+    assert tagged["vs_untagged"]["mean_diff"] == pytest.approx(0.125)
+    hymoe = rows["HyMoERec [2layers]"]
+    assert hymoe["significance"]["baseline"] == "Mamba4Rec [2layers] (full_sequence)"
+    assert hymoe["significance"]["mean_diff"] == pytest.approx(0.1)
+    assert "vs_untagged" not in hymoe  # no untagged HyMoERec run
+    table = report.markdown(report.build(runs, {}))
+    assert "| Mamba4Rec [2layers] | full_sequence |" in table
+    assert "+0.1250 vs Mamba4Rec (full_sequence)" in table
+
+
+def test_report_command_reads_several_folders_and_skips_its_own_summary(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    import json
+
+    main, variants = tmp_path / "runs", tmp_path / "variants"
+    main.mkdir()
+    variants.mkdir()
+    (main / "a.json").write_text(json.dumps(_run("Mamba4Rec", "full_sequence", [0, 1], [0.1, 0.2, 0.3])))
+    (variants / "b.json").write_text(
+        json.dumps(_run("Mamba4Rec", "full_sequence", [0, 1], [0.2, 0.3, 0.4], tag="2layers"))
+    )
+    (variants / "summary.json").write_text(json.dumps([{"model": "x"}]))  # a report's own output
+    argv = ["report.py", "--runs", str(main), str(variants), "--out", str(tmp_path)]
+    monkeypatch.setattr("sys.argv", argv)
+    report.main()
+    table = (tmp_path / "table.md").read_text()
+    assert "| toy | Mamba4Rec | full_sequence | 1 |" in table
+    assert "| toy | Mamba4Rec [2layers] | full_sequence | 1 |" in table
+    assert "+0.1000 vs Mamba4Rec (full_sequence)" in table
+    assert (tmp_path / "valid_ndcg_per_epoch.png").stat().st_size > 0
+    assert (tmp_path / "ndcg_bars.png").stat().st_size > 0
