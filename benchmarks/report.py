@@ -112,6 +112,15 @@ def paper_for(papers, dataset, model):
     return out
 
 
+def device(run):
+    """What trained a run: the GPU's name, or 'cpu' (runs from before the grid recorded
+    the device are told apart by their torch build, e.g. '2.13.0+cpu')."""
+    name = run.get("device")
+    if name is None:
+        return "cpu" if run.get("torch", "").endswith("+cpu") else "not recorded"
+    return name.split(": ", 1)[-1]  # 'cuda: NVIDIA H100 80GB HBM3' -> the name
+
+
 def label(model, tag):
     return f"{model} [{tag}]" if tag else model
 
@@ -148,6 +157,7 @@ def build(runs, papers):
         row["wall_s"] = [round(r["wall_s"]) for r in rs]
         row["train_batch_size"] = rs[0]["train_batch_size"]
         row["L"] = rs[0]["MAX_ITEM_LIST_LENGTH"]
+        row["device"] = ", ".join(sorted({device(r) for r in rs}))
         row["stopped_by_budget"] = any(r.get("stopped_by_budget") for r in rs)
         row["papers"] = [{"source": k, **v} for k, v in paper_for(papers, dataset, model)]
         base = baseline_cell(dataset, BASELINE.get(model), mode, tag)  # None without a baseline
@@ -184,8 +194,8 @@ def markdown(summary):
     lines = [
         "| dataset | model | mode | seeds | HR@5 | HR@10 | NDCG@5 | NDCG@10 | MRR@10 | paper NDCG@10 (HR@10)"
         " | rel. diff NDCG@10 | vs baseline (Wilcoxon, per-user NDCG@10) | batch | s/epoch | best epoch"
-        " | time to best | wall time per run |",
-        "|---|---|---|---:|---|---|---|---|---|---|---|---|---:|---:|---|---:|---|",
+        " | time to best | wall time per run | device |",
+        "|---|---|---|---:|---|---|---|---|---|---|---|---|---:|---:|---|---:|---|---|",
     ]
     for r in summary:
         paper, rel = "-", "-"
@@ -205,7 +215,7 @@ def markdown(summary):
             + ", ".join(str(e) for e in r["best_epoch"])
             + f" | {r['time_to_best_s'] / 60:.1f} min | "
             + ", ".join(f"{w / 60:.1f}" for w in r["wall_s"])
-            + f" min{note} |"
+            + f" min{note} | {r['device']} |"
         )
     return "\n".join(lines)
 

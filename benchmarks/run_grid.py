@@ -97,6 +97,7 @@ class CellRecorder:
             "stopping_step": config["stopping_step"],
             "n_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
             "n_train_rows": len(train_data._dataset),
+            "device": device_name(config["device"]),
         }
 
     def on_epoch(self, trainer, record):
@@ -125,6 +126,16 @@ class CellRecorder:
         ndcg = metric.metric_info(*metric.used_info(struct))
         users = eval_data._dataset.inter_feat[config["USER_ID_FIELD"]].numpy()
         return users, ndcg[:, min(10, ndcg.shape[1]) - 1]
+
+
+def device_name(device) -> str:
+    """What trained a cell: 'cpu' or the GPU's name (e.g. 'cuda: NVIDIA H100 80GB HBM3')."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    return device.type
 
 
 def run_cell(spec: dict) -> dict:

@@ -102,6 +102,9 @@ def test_report_command_reads_several_folders_and_skips_its_own_summary(tmp_path
     (variants / "b.json").write_text(
         json.dumps(_run("Mamba4Rec", "full_sequence", [0, 1], [0.2, 0.3, 0.4], tag="2layers"))
     )
+    gpu_run = _run("SASRec", "augmented", [0], [0.1, 0.1, 0.1], tag="gpu")
+    (variants / "c.json").write_text(json.dumps({**gpu_run, "device": "cuda: NVIDIA H100 80GB HBM3"}))
+    (main / "d.json").write_text(json.dumps({**_run("SASRec", "full_sequence", [0], [0.0, 0.0, 0.0]), "torch": "2.13.0+cpu"}))
     (variants / "summary.json").write_text(json.dumps([{"model": "x"}]))  # a report's own output
     argv = ["report.py", "--runs", str(main), str(variants), "--out", str(tmp_path)]
     monkeypatch.setattr("sys.argv", argv)
@@ -110,5 +113,11 @@ def test_report_command_reads_several_folders_and_skips_its_own_summary(tmp_path
     assert "| toy | Mamba4Rec | full_sequence | 1 |" in table
     assert "| toy | Mamba4Rec [2layers] | full_sequence | 1 |" in table
     assert "+0.1000 vs Mamba4Rec (full_sequence)" in table
+    # The device column: the GPU's name, 'cpu' from a CPU torch build, else 'not recorded'.
+    lines = [line for line in table.splitlines() if line.startswith("| toy ")]
+    rows = {line.split(" | ")[1]: line.rstrip(" |").rsplit(" | ", 1)[-1] for line in lines}
+    assert rows["SASRec [gpu]"] == "NVIDIA H100 80GB HBM3"
+    assert rows["SASRec"] == "cpu"
+    assert rows["Mamba4Rec"] == "not recorded"
     assert (tmp_path / "valid_ndcg_per_epoch.png").stat().st_size > 0
     assert (tmp_path / "ndcg_bars.png").stat().st_size > 0
