@@ -32,7 +32,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import recbole_hyper  # noqa: E402
-from benchmarks.common import ConfigStub, DatasetStub, run_metadata, sync  # noqa: E402
+from benchmarks.common import ConfigStub, DatasetStub, device_name, run_metadata, sync  # noqa: E402
 from recbole_hyper.compat import tune_allocator  # noqa: E402
 from recbole_hyper.ops.scan import mamba_ssm_available, selective_scan  # noqa: E402
 from recbole_hyper.ops.scan_ref import selective_scan_ref  # noqa: E402
@@ -265,7 +265,7 @@ def main():
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {
         **run_metadata(args),
-        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "device": device_name(device),
         "malloc_tuned": tuned,
     }
     out.write_text(json.dumps({"meta": meta, "scan": scan_rows, "step": step_rows}, indent=2))

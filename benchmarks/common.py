@@ -1,7 +1,8 @@
 """What the benchmark scripts share: run metadata, timing, worker processes, stand-in objects.
 
 * :func:`run_metadata`: torch version, threads, machine and the script's
-  arguments (minus folders of the machine), for every result file.
+  arguments (minus folders of the machine), for every result file;
+  :func:`device_name`: what ran it ('cpu' or 'cuda: <the GPU's name>').
 * :func:`sync`, :func:`median_time`: wall-clock timing that waits for the
   device (CUDA kernels run asynchronously).
 * :func:`spawn_worker` / :func:`worker_main`: one measurement per process
@@ -47,6 +48,16 @@ def run_metadata(args=None) -> dict:
     if args is not None:
         meta["args"] = {k: v for k, v in vars(args).items() if k not in PRIVATE_ARGS}
     return meta
+
+
+def device_name(device) -> str:
+    """What ran a measurement: 'cpu' or the GPU's name (e.g. 'cuda: NVIDIA H100 80GB HBM3')."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    return device.type
 
 
 def sync(device=None) -> None:

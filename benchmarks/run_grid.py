@@ -37,7 +37,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.common import add_data_path, spawn_worker, worker_main  # noqa: E402
+from benchmarks.common import add_data_path, device_name, spawn_worker, worker_main  # noqa: E402
 from recbole_hyper.baselines import CAUSAL_BASELINES  # noqa: E402
 from recbole_hyper.registry import BASELINES, MODELS  # noqa: E402
 
@@ -126,16 +126,6 @@ class CellRecorder:
         ndcg = metric.metric_info(*metric.used_info(struct))
         users = eval_data._dataset.inter_feat[config["USER_ID_FIELD"]].numpy()
         return users, ndcg[:, min(10, ndcg.shape[1]) - 1]
-
-
-def device_name(device) -> str:
-    """What trained a cell: 'cpu' or the GPU's name (e.g. 'cuda: NVIDIA H100 80GB HBM3')."""
-    import torch
-
-    device = torch.device(device)
-    if device.type == "cuda":
-        return f"cuda: {torch.cuda.get_device_name(device)}"
-    return device.type
 
 
 def run_cell(spec: dict) -> dict:
