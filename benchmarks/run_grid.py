@@ -7,6 +7,11 @@ skipped, so an interrupted grid resumes where it stopped.  Each cell runs in
 its own process and keeps its checkpoints in ``checkpoints/<cell>/``; a cell
 that was interrupted continues from its last state (the epoch after the last
 one it finished, with the same random states) instead of starting again.
+A cell that its ``--max-train-minutes`` budget stopped can be carried on under
+a larger budget as a new variant: ``--tag longer --continue-from ''`` starts
+each ``longer`` cell from the last state of the untagged cell (a copy; the
+earlier cell and its result stay as they are), which ends where a run with
+the larger budget from the start would have ended.
 
     python benchmarks/run_grid.py --datasets ml-100k \\
         --models Mamba4Rec HyMoERec HMamba HM2Rec SASRec GRU4Rec NARM BERT4Rec \\
@@ -175,11 +180,43 @@ def run_cell(spec: dict) -> dict:
         "train_s_per_epoch": float(np.median([h["train_s"] for h in history])) if history else None,
         "wall_s": recorder.wall_s(),
         "resumed_after_epochs": recorder.resumed_after,
+        **({"continued_from": spec["continued_from"]} if spec.get("continued_from") else {}),
         "stopped_by_budget": bool(recorder.budget_s and history and history[-1]["elapsed_s"] > recorder.budget_s),
         "per_user_test_ndcg@10": {"user_ids": users.tolist(), "values": ndcg10.astype(float).tolist()},
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
     }
+
+
+def fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def continue_cell(out: Path, source: dict, checkpoints: Path) -> None:
+    """Copy the finished cell ``source``'s checkpoints to ``checkpoints`` so that
+    the new cell resumes from its last state; a budget-stopped run is reopened
+    (its last state says training ended), one that early stopping ended only
+    repeats its test.  The best model is then written to the new folder."""
+    from recbole_hyper import resume
+
+    record = json.loads((out / cell_name(**source)).read_text())
+    source_dir = out / "checkpoints" / cell_name(**source)[: -len(".json")]
+    states = sorted(source_dir.glob("*" + resume.SUFFIX))
+    if not states:
+        raise SystemExit(f"error: --continue-from: {source_dir} holds no last state to continue from.")
+    partial = checkpoints.with_name(checkpoints.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(source_dir, partial)
+    state = resume.read_last_state(partial / states[-1].name)
+    state.pop("read_from", None)
+    state["saved_model_file"] = str(checkpoints / Path(state["saved_model_file"]).name)
+    if record.get("stopped_by_budget"):
+        state["stopped"] = False
+    resume.write_atomic(state, partial / states[-1].name)
+    partial.rename(checkpoints)  # whole or not at all
+    how = "reopened after its budget" if record.get("stopped_by_budget") else "ended by early stopping"
+    print(f"    continuing {cell_name(**source)} (epoch {state['epoch']}, {how})", flush=True)
 
 
 def fmt_time(seconds):
@@ -199,6 +236,11 @@ def main():
     parser.add_argument("--tag", default="", help="variant name for cells run with --set (part of the file name)")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "runs"))
     parser.add_argument("--max-train-minutes", type=float, default=0, help="stop a cell's training after this long (0: no limit)")
+    parser.add_argument(
+        "--continue-from", metavar="TAG", default=None,
+        help="start each cell from a copy of the same cell under TAG ('' for the untagged one) and, "
+        "where its budget stopped it, train on under --max-train-minutes",
+    )
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--force", action="store_true", help="re-run cells that already have a result")
     parser.add_argument("--dry-run", action="store_true", help="list the cells and exit")
@@ -215,8 +257,16 @@ def main():
         except json.JSONDecodeError:
             overrides[key] = value
     out = Path(args.out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
     todo = list(cells(args))
+    if args.continue_from is not None:
+        if args.continue_from == args.tag:
+            return fail("--continue-from names the cells' own tag; give the variant a new --tag.")
+        missing = [cell_name(**dict(c, tag=args.continue_from)) for c in todo
+                   if not (out / cell_name(**dict(c, tag=args.continue_from))).is_file()]
+        if missing:
+            return fail(f"--continue-from {args.continue_from!r}: {len(missing)} cell(s) to continue have no "
+                        f"result in {out}, e.g. {missing[0]}; run them first.")
+    out.mkdir(parents=True, exist_ok=True)
     done = [c for c in todo if (out / cell_name(**c)).exists()]
     pending = [c for c in todo if args.force or c not in done]
     print(f"{len(todo)} cells, {len(todo) - len(pending)} already done, {len(pending)} to run -> {out}")
@@ -231,6 +281,8 @@ def main():
         checkpoints = out / "checkpoints" / cell_name(**c)[: -len(".json")]
         if args.force and checkpoints.exists():
             shutil.rmtree(checkpoints)  # start again, not from an interrupted attempt's last state
+        if args.continue_from is not None and not checkpoints.exists():
+            continue_cell(out, dict(c, tag=args.continue_from), checkpoints)
         spec = dict(
             c,
             data_path=args.data_path,
@@ -240,6 +292,8 @@ def main():
             max_train_minutes=args.max_train_minutes,
             threads=args.threads,
         )
+        if args.continue_from is not None:
+            spec["continued_from"] = cell_name(**dict(c, tag=args.continue_from))[: -len(".json")]
         eta = f", about {fmt_time(sum(durations) / len(durations) * (len(pending) - i + 1))} left" if durations else ""
         print(f"[{i}/{len(pending)}] {c['model']} {c['mode']} seed {c['seed']} on {c['dataset']}{eta}", flush=True)
         t0 = time.time()

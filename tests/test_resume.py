@@ -132,18 +132,24 @@ GRID_SET = ["epochs=4", "stopping_step=10", "MAX_ITEM_LIST_LENGTH=10", "hidden_s
             "train_batch_size=2048", "state=WARNING"]
 
 
-def grid(out: Path, **popen):
+def grid(out: Path, *extra, **popen):
     cmd = [sys.executable, str(REPO / "benchmarks" / "run_grid.py"), "--datasets", "ml-100k", "--models", "Mamba4Rec",
-           "--modes", "augmented", "--seeds", "7", "--threads", "1", "--out", str(out), "--set", *GRID_SET]
+           "--modes", "augmented", "--seeds", "7", "--threads", "1", "--out", str(out), "--set", *GRID_SET, *extra]
     return subprocess.Popen(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"), start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
 
 
-def test_grid_resumes_an_interrupted_cell(tmp_path):
-    straight = grid(tmp_path / "straight")
-    assert straight.wait(timeout=600) == 0, straight.stdout.read()[-3000:]
-    reference = json.loads(next((tmp_path / "straight").glob("*.json")).read_text())
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """The cell trained once without interruption (the reference for both tests below)."""
+    out = tmp_path_factory.mktemp("straight")
+    proc = grid(out)
+    assert proc.wait(timeout=600) == 0, proc.stdout.read()[-3000:]
+    return json.loads(next(out.glob("*.json")).read_text())
 
+
+def test_grid_resumes_an_interrupted_cell(tmp_path, straight):
+    reference = straight
     out = tmp_path / "interrupted"
     first = grid(out)
     deadline = time.time() + 600
@@ -166,3 +172,41 @@ def test_grid_resumes_an_interrupted_cell(tmp_path):
     assert record["test"] == reference["test"]
     assert record["per_user_test_ndcg@10"] == reference["per_user_test_ndcg@10"]
     assert [h["valid_ndcg@10"] for h in record["history"]] == [h["valid_ndcg@10"] for h in reference["history"]]
+
+
+def test_budget_stopped_cell_continues_as_a_new_variant(tmp_path, straight):
+    out = tmp_path / "grid"
+    # A budget of 6 ms: training stops after epoch 0 and the cell is tested there.
+    short = grid(out, "--max-train-minutes", "0.0001")
+    log = short.communicate(timeout=600)[0]
+    assert short.returncode == 0, log[-3000:]
+    (source,) = out.glob("*.json")
+    source_text = source.read_text()
+    assert json.loads(source_text)["stopped_by_budget"] is True
+    assert [h["epoch"] for h in json.loads(source_text)["history"]] == [0]
+    source_files = {p: p.read_bytes() for p in out.glob("checkpoints/*/*") if p.is_file()}
+
+    longer = grid(out, "--tag", "longer", "--continue-from", "")
+    log = longer.communicate(timeout=600)[0]
+    assert longer.returncode == 0, log[-3000:]
+    assert "reopened after its budget" in log
+    record = json.loads(next(out.glob("*longer*.json")).read_text())
+    assert record["continued_from"] == source.stem
+    assert record["resumed_after_epochs"] == [0] and record["stopped_by_budget"] is False
+    # Ends where the run without a budget ended.
+    assert [h["epoch"] for h in record["history"]] == [0, 1, 2, 3]
+    assert [h["valid_ndcg@10"] for h in record["history"]] == [h["valid_ndcg@10"] for h in straight["history"]]
+    assert record["test"] == straight["test"]
+    # The earlier cell, its result and checkpoints, are untouched.
+    assert source.read_text() == source_text
+    assert all(p.read_bytes() == data for p, data in source_files.items())
+    assert len(list(out.glob("checkpoints/*longer*/*.pth"))) == 2  # its own best model and last state
+
+
+def test_continue_from_needs_the_earlier_cells(tmp_path):
+    proc = grid(tmp_path, "--tag", "longer", "--continue-from", "")
+    log = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 2
+    lines = log.strip().splitlines()
+    assert lines[-1].startswith("error: --continue-from ''") and "run them first" in lines[-1], log
+    assert not list(tmp_path.iterdir())
