@@ -56,6 +56,11 @@ def cell_name(model, dataset, mode, seed, tag=""):
     return f"{dataset}__{name}__{mode}__seed{seed}.json"
 
 
+def cell_checkpoints(out: Path, cell: dict) -> Path:
+    """The folder of a cell's best model and last state."""
+    return out / "checkpoints" / Path(cell_name(**cell)).stem
+
+
 def cells(args):
     for dataset in args.datasets:
         for model in args.models:
@@ -201,7 +206,8 @@ def continue_cell(out: Path, source: dict, checkpoints: Path) -> None:
     from recbole_hyper import resume
 
     record = json.loads((out / cell_name(**source)).read_text())
-    source_dir = out / "checkpoints" / cell_name(**source)[: -len(".json")]
+    reopen = bool(record.get("stopped_by_budget"))
+    source_dir = cell_checkpoints(out, source)
     states = sorted(source_dir.glob("*" + resume.SUFFIX))
     if not states:
         raise SystemExit(f"error: --continue-from: {source_dir} holds no last state to continue from.")
@@ -211,11 +217,11 @@ def continue_cell(out: Path, source: dict, checkpoints: Path) -> None:
     state = resume.read_last_state(partial / states[-1].name)
     state.pop("read_from", None)
     state["saved_model_file"] = str(checkpoints / Path(state["saved_model_file"]).name)
-    if record.get("stopped_by_budget"):
+    if reopen:
         state["stopped"] = False
     resume.write_atomic(state, partial / states[-1].name)
     partial.rename(checkpoints)  # whole or not at all
-    how = "reopened after its budget" if record.get("stopped_by_budget") else "ended by early stopping"
+    how = "reopened after its budget" if reopen else "ended by early stopping"
     print(f"    continuing {cell_name(**source)} (epoch {state['epoch']}, {how})", flush=True)
 
 
@@ -261,8 +267,8 @@ def main():
     if args.continue_from is not None:
         if args.continue_from == args.tag:
             return fail("--continue-from names the cells' own tag; give the variant a new --tag.")
-        missing = [cell_name(**dict(c, tag=args.continue_from)) for c in todo
-                   if not (out / cell_name(**dict(c, tag=args.continue_from))).is_file()]
+        sources = [cell_name(**dict(c, tag=args.continue_from)) for c in todo]
+        missing = [name for name in sources if not (out / name).is_file()]
         if missing:
             return fail(f"--continue-from {args.continue_from!r}: {len(missing)} cell(s) to continue have no "
                         f"result in {out}, e.g. {missing[0]}; run them first.")
@@ -278,11 +284,12 @@ def main():
     failures = 0
     for i, c in enumerate(pending, start=1):
         target = out / cell_name(**c)
-        checkpoints = out / "checkpoints" / cell_name(**c)[: -len(".json")]
+        checkpoints = cell_checkpoints(out, c)
         if args.force and checkpoints.exists():
             shutil.rmtree(checkpoints)  # start again, not from an interrupted attempt's last state
-        if args.continue_from is not None and not checkpoints.exists():
-            continue_cell(out, dict(c, tag=args.continue_from), checkpoints)
+        source = dict(c, tag=args.continue_from) if args.continue_from is not None else None
+        if source is not None and not checkpoints.exists():
+            continue_cell(out, source, checkpoints)
         spec = dict(
             c,
             data_path=args.data_path,
@@ -292,8 +299,8 @@ def main():
             max_train_minutes=args.max_train_minutes,
             threads=args.threads,
         )
-        if args.continue_from is not None:
-            spec["continued_from"] = cell_name(**dict(c, tag=args.continue_from))[: -len(".json")]
+        if source is not None:
+            spec["continued_from"] = cell_checkpoints(out, source).name
         eta = f", about {fmt_time(sum(durations) / len(durations) * (len(pending) - i + 1))} left" if durations else ""
         print(f"[{i}/{len(pending)}] {c['model']} {c['mode']} seed {c['seed']} on {c['dataset']}{eta}", flush=True)
         t0 = time.time()
