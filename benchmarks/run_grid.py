@@ -208,9 +208,7 @@ def continue_cell(out: Path, source: dict, checkpoints: Path) -> None:
     record = json.loads((out / cell_name(**source)).read_text())
     reopen = bool(record.get("stopped_by_budget"))
     source_dir = cell_checkpoints(out, source)
-    states = sorted(source_dir.glob("*" + resume.SUFFIX))
-    if not states:
-        raise SystemExit(f"error: --continue-from: {source_dir} holds no last state to continue from.")
+    states = sorted(source_dir.glob("*" + resume.SUFFIX))  # main() checked there is one
     partial = checkpoints.with_name(checkpoints.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     shutil.copytree(source_dir, partial)
@@ -272,9 +270,20 @@ def main():
         if missing:
             return fail(f"--continue-from {args.continue_from!r}: {len(missing)} cell(s) to continue have no "
                         f"result in {out}, e.g. {missing[0]}; run them first.")
-    out.mkdir(parents=True, exist_ok=True)
     done = [c for c in todo if (out / cell_name(**c)).exists()]
     pending = [c for c in todo if args.force or c not in done]
+    if args.continue_from is not None:
+        from recbole_hyper.resume import SUFFIX
+
+        stateless = [
+            cell_checkpoints(out, dict(c, tag=args.continue_from)) for c in pending
+            if (args.force or not cell_checkpoints(out, c).exists())
+            and not any(cell_checkpoints(out, dict(c, tag=args.continue_from)).glob("*" + SUFFIX))
+        ]
+        if stateless:
+            return fail(f"--continue-from {args.continue_from!r}: {len(stateless)} earlier cell(s) kept no last "
+                        f"state to continue from, e.g. {stateless[0]}; run the new variant without --continue-from.")
+    out.mkdir(parents=True, exist_ok=True)
     print(f"{len(todo)} cells, {len(todo) - len(pending)} already done, {len(pending)} to run -> {out}")
     if args.dry_run:
         for c in pending:

@@ -210,3 +210,16 @@ def test_continue_from_needs_the_earlier_cells(tmp_path):
     lines = log.strip().splitlines()
     assert lines[-1].startswith("error: --continue-from ''") and "run them first" in lines[-1], log
     assert not list(tmp_path.iterdir())
+
+
+def test_continue_from_needs_a_last_state(tmp_path):
+    # An earlier cell whose result is there but whose checkpoints were removed.
+    listing = grid(tmp_path, "--dry-run").communicate(timeout=120)[0]
+    (name,) = [line.strip() for line in listing.splitlines() if line.strip().endswith(".json")]
+    (tmp_path / name).write_text("{}")
+    proc = grid(tmp_path, "--tag", "longer", "--continue-from", "")
+    log = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 2, log
+    lines = log.strip().splitlines()
+    assert lines[-1].startswith("error: --continue-from ''") and "no last state" in lines[-1], log
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
