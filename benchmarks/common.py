@@ -123,9 +123,13 @@ def write_json(path, obj, indent=None) -> None:
 
 
 def add_data_path(parser, help: Optional[str] = None) -> None:
-    """``--data-path`` (also ``--data_path``, RecBole's key): the folder of <dataset>/<dataset>.inter."""
+    """``--data-path`` (also ``--data_path``, RecBole's key): the folder of <dataset>/<dataset>.inter.
+
+    Read as an absolute path: workers run in their own folders, where a relative one would not resolve.
+    """
     parser.add_argument(
         "--data-path", "--data_path", dest="data_path", default=None,
+        type=lambda p: str(Path(p).expanduser().resolve()),
         help=help or "folder holding <dataset>/<dataset>.inter (RecBole's data_path)",
     )
 
