@@ -271,16 +271,18 @@ def plots(runs, summary, out: Path):
     for r in runs:
         groups[(label(r["model"], r.get("tag")), r["mode"])].append(r)
     fig, axes = plt.subplots(1, 2, figsize=(13, 5), dpi=110)
-    for (model, mode), rs in sorted(groups.items()):
+    palette = plt.get_cmap("tab10" if len(groups) <= 10 else "tab20")  # one colour per curve
+    for i, ((model, mode), rs) in enumerate(sorted(groups.items())):
         style = "-" if mode == "augmented" else "--"
+        color = palette(i % palette.N)
         n = min(len(r["history"]) for r in rs)
         if n == 0:
             continue
         ys = np.mean([[h["valid_ndcg@10"] for h in r["history"][:n]] for r in rs], axis=0)
         t = np.median([epoch_time(r) for r in rs])
         name = f"{model} ({'aug' if mode == 'augmented' else 'full'})"
-        axes[0].plot(np.arange(1, n + 1), ys, style, label=name)
-        axes[1].plot(np.arange(1, n + 1) * t / 60, ys, style, label=name)
+        axes[0].plot(np.arange(1, n + 1), ys, style, label=name, color=color)
+        axes[1].plot(np.arange(1, n + 1) * t / 60, ys, style, label=name, color=color)
     axes[0].set_xlabel("epoch")
     axes[1].set_xlabel("training time (min, median epoch time x epochs)")
     axes[1].set_xscale("log")
