@@ -43,7 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.common import add_data_path, device_name, spawn_worker, worker_main  # noqa: E402
-from recbole_hyper.atomic import inter_path  # noqa: E402
+from recbole_hyper.atomic import DatasetNotFoundError, inter_path, locate_inter  # noqa: E402
 from recbole_hyper.baselines import CAUSAL_BASELINES  # noqa: E402
 from recbole_hyper.registry import BASELINES, MODELS  # noqa: E402
 
@@ -267,11 +267,18 @@ def main():
         except json.JSONDecodeError:
             overrides[key] = value
     out = Path(args.out).resolve()
-    missing_data = [d for d in args.datasets if d != "ml-100k" and not inter_path(args.data_path, d).is_file()]
+    # Where the workers (which run in ``out``) will look; RecBole's default data_path is dataset/.
+    lookup = {"data_path": args.data_path or str(out / "dataset"), "allow_download": overrides.get("allow_download")}
+    missing_data = []
+    for dataset in args.datasets:
+        try:
+            locate_inter(lookup, dataset)
+        except DatasetNotFoundError:
+            missing_data.append(dataset)
     if missing_data:
         where = f"in {args.data_path}" if args.data_path else "without --data-path"
         return fail(f"no atomic file for {', '.join(missing_data)} {where} (expected e.g. "
-                    f"{inter_path(args.data_path, missing_data[0])}); point --data-path at the folder that holds "
+                    f"{inter_path(lookup['data_path'], missing_data[0])}); point --data-path at the folder that holds "
                     f"<dataset>/<dataset>.inter.")
     todo = list(cells(args))
     if args.continue_from is not None:

@@ -26,6 +26,7 @@ __all__ = [
     "DatasetNotFoundError",
     "AtomicFile",
     "inter_path",
+    "locate_inter",
     "read_header",
     "inspect_dataset",
     "default_load_col",
@@ -103,6 +104,26 @@ def _sep_name(separator: str) -> str:
     return {"\t": "tab", ",": "comma", " ": "space"}.get(separator, repr(separator))
 
 
+def locate_inter(config: Mapping, dataset: str) -> Optional[Path]:
+    """The ``.inter`` file RecBole will read for ``dataset`` under ``config`` (its
+    ``data_path``, ``benchmark_filename`` and ``allow_download``), or None where
+    RecBole supplies the data itself: the bundled ``ml-100k``, or a missing dataset
+    it may download.  Raises :class:`DatasetNotFoundError` when the file is missing."""
+    if dataset == "ml-100k":
+        return None
+    path = inter_path(config.get("data_path"), dataset, config.get("benchmark_filename"))
+    if path.is_file():
+        return path
+    if config.get("allow_download"):
+        return None
+    raise DatasetNotFoundError(
+        f"Dataset '{dataset}' not found: expected the atomic file {path}.\n"
+        f"Point data_path at the folder that contains '{dataset}/' "
+        f"(e.g. --data_path=/path/to/datasets), or set --allow_download=True to let "
+        f"RecBole download a dataset it knows (needs internet access)."
+    )
+
+
 def inspect_dataset(config: Mapping, dataset: str, sequential: bool) -> Optional[AtomicFile]:
     """Check the dataset's ``.inter`` file against the configuration.
 
@@ -111,18 +132,9 @@ def inspect_dataset(config: Mapping, dataset: str, sequential: bool) -> Optional
     ``ml-100k``, or a dataset RecBole may download (``allow_download``).
     Raises :class:`DatasetNotFoundError` or :class:`DataError`.
     """
-    if dataset == "ml-100k":
+    path = locate_inter(config, dataset)
+    if path is None:
         return None
-    path = inter_path(config.get("data_path"), dataset, config.get("benchmark_filename"))
-    if not path.is_file():
-        if config.get("allow_download"):
-            return None
-        raise DatasetNotFoundError(
-            f"Dataset '{dataset}' not found: expected the atomic file {path}.\n"
-            f"Point data_path at the folder that contains '{dataset}/' "
-            f"(e.g. --data_path=/path/to/datasets), or set --allow_download=True to let "
-            f"RecBole download a dataset it knows (needs internet access)."
-        )
     atomic = read_header(path, config.get("field_separator") or "\t")
     for key, what in (("USER_ID_FIELD", "user"), ("ITEM_ID_FIELD", "item")):
         name = config.get(key)

@@ -1,4 +1,4 @@
-"""benchmarks/run_grid.py: where it looks for datasets."""
+"""benchmarks/run_grid.py: where it looks for datasets, and the cut-offs it evaluates at."""
 
 import json
 import os
