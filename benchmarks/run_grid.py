@@ -144,6 +144,15 @@ class CellRecorder:
         return users, ndcg[:, min(10, ndcg.shape[1]) - 1]
 
 
+def grid_config(overrides: dict, data_path: str | None) -> dict:
+    """The part of every cell's ``config_dict`` that comes from the grid's command line:
+    the tables' cut-offs, ``--set`` and ``--data-path`` (which wins over ``--set data_path``)."""
+    config = {"topk": list(GRID_TOPK), **overrides}
+    if data_path:
+        config["data_path"] = data_path
+    return config
+
+
 def run_cell(spec: dict) -> dict:
     """Train and evaluate one cell in this process (RecBole's pipeline as the runner
     runs it, with :class:`CellRecorder` hooks); returns the result record."""
@@ -153,10 +162,8 @@ def run_cell(spec: dict) -> dict:
     from recbole_hyper.quick_start import run_recbole_hyper
 
     torch.set_num_threads(spec.get("threads") or torch.get_num_threads())
-    config_dict = {"topk": list(GRID_TOPK), **(spec.get("overrides") or {})}
+    config_dict = grid_config(spec.get("overrides") or {}, spec.get("data_path"))
     config_dict.update(seed=spec["seed"], show_progress=False, checkpoint_dir=spec["checkpoint_dir"])
-    if spec.get("data_path"):
-        config_dict["data_path"] = spec["data_path"]
     model_name = spec["model"]
     if model_name in TWO_MODE_MODELS:
         config_dict["train_mode"] = spec["mode"]
@@ -267,8 +274,10 @@ def main():
         except json.JSONDecodeError:
             overrides[key] = value
     out = Path(args.out).resolve()
-    # Where the workers (which run in ``out``) will look; RecBole's default data_path is dataset/.
-    lookup = {"data_path": args.data_path or str(out / "dataset"), "allow_download": overrides.get("allow_download")}
+    # Where the workers will look: their configuration, read from ``out`` (where they run);
+    # RecBole's default data_path is dataset/.
+    lookup = grid_config(overrides, args.data_path)
+    lookup["data_path"] = str(out / lookup.get("data_path", "dataset"))
     missing_data = []
     for dataset in args.datasets:
         try:

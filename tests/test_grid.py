@@ -43,3 +43,12 @@ def test_missing_dataset_is_one_line_before_anything_runs(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error: no atomic file for amazon-beauty"), proc.stderr
     assert str(tmp_path / "data" / "amazon-beauty" / "amazon-beauty.inter") in lines[0]
     assert not (tmp_path / "runs").exists()
+
+
+def test_data_path_given_with_set_passes_the_dataset_check(tmp_path):
+    # The workers take data_path from --set as well; the up-front check reads the same configuration.
+    (tmp_path / "data" / "tiny").mkdir(parents=True)
+    (tmp_path / "data" / "tiny" / "tiny.inter").write_text("user_id:token\titem_id:token\ttimestamp:float\n")
+    proc = grid(tmp_path, "--datasets", "tiny", "--set", f"data_path={tmp_path / 'data'}", "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert "tiny__Mamba4Rec__full_sequence__seed7.json" in proc.stdout
