@@ -159,6 +159,7 @@ def build(runs, papers):
         row["L"] = rs[0]["MAX_ITEM_LIST_LENGTH"]
         row["device"] = ", ".join(sorted({device(r) for r in rs}))
         row["stopped_by_budget"] = any(r.get("stopped_by_budget") for r in rs)
+        row["past_early_stopping"] = sorted(r["seed"] for r in rs if r.get("trained_past_early_stopping"))
         row["papers"] = [{"source": k, **v} for k, v in paper_for(papers, dataset, model)]
         base = baseline_cell(dataset, BASELINE.get(model), mode, tag)  # None without a baseline
         if base:
@@ -186,7 +187,9 @@ NOTES = (
     "Mean ± std over seeds. s/epoch and time to best use the median epoch time (training + "
     "validation) of each run; the wall time per run is the clock from start to end and also "
     "counts any time the machine spent on other work. \"time budget hit\": training stopped "
-    "at the grid's per-run time limit before early stopping, so the model is under-trained."
+    "at the grid's per-run time limit before early stopping, so the model is under-trained. "
+    "\"trained past early stopping\": a run continued under a larger budget although patience "
+    "had already ended it (its record says at which epoch); its figures are not the protocol's."
 )
 
 
@@ -208,6 +211,8 @@ def markdown(summary):
         tests = [r[k] for k in ("significance", "vs_untagged") if k in r]
         sig = "; ".join(f"{s['mean_diff']:+.4f} vs {s['baseline']}, p={s['p']:.2g}" for s in tests) or "-"
         note = " (time budget hit)" if r["stopped_by_budget"] else ""
+        if r.get("past_early_stopping"):
+            note += f" (seeds {', '.join(map(str, r['past_early_stopping']))} trained past early stopping)"
         lines.append(
             f"| {r['dataset']} | {r['label']} | {r['mode']} | {len(r['seeds'])} | "
             + " | ".join(fmt(r[m]) for m in METRICS)

@@ -89,19 +89,22 @@ class CellRecorder:
         self.started = time.time()
         self.earlier_wall_s = 0.0  # wall time of the interrupted attempts, up to their last state
         self.resumed_after = []
+        self.budget_stopped = False  # the budget, not the epochs or early stopping, ended training
 
     def wall_s(self) -> float:
         return self.earlier_wall_s + time.time() - self.started
 
     # Saved in the run's last state, so a resumed cell keeps its epochs and wall time.
     def state_dict(self) -> dict:
-        return {"history": list(self.history), "wall_s": self.wall_s(), "resumed_after": list(self.resumed_after)}
+        return {"history": list(self.history), "wall_s": self.wall_s(), "resumed_after": list(self.resumed_after),
+                "budget_stopped": self.budget_stopped}
 
     def load_state_dict(self, state: dict) -> None:
         self.history = list(state["history"])
         self.earlier_wall_s = float(state["wall_s"])
         last = self.history[-1]["epoch"] if self.history else None
         self.resumed_after = [*state.get("resumed_after", []), last]
+        self.budget_stopped = bool(state.get("budget_stopped", False))
         print(f"    resumed after epoch {last}", flush=True)
 
     def on_fit_start(self, trainer, train_data):
@@ -127,8 +130,16 @@ class CellRecorder:
             f"valid NDCG@10 {record['valid_score']:.4f}  train {record['train_s']:.1f}s",
             flush=True,
         )
-        if self.budget_s and record["elapsed_s"] > self.budget_s:
+        self.budget_stopped = False  # a reopened run trains on
+        if self.budget_s and record["elapsed_s"] > self.budget_s and self.would_train_on(trainer, record["epoch"]):
+            self.budget_stopped = True
             raise StopTraining()
+
+    @staticmethod
+    def would_train_on(trainer, epoch: int) -> bool:
+        """Whether training goes on after ``epoch`` without the budget: epochs are left
+        and early stopping has not ended it (RecBole counts ``cur_step`` before this hook)."""
+        return epoch + 1 < trainer.epochs and trainer.cur_step <= trainer.stopping_step
 
     def on_evaluated(self, trainer, eval_data, struct, result):
         self.last_eval = (trainer.config, eval_data, struct)  # the test evaluation comes last
@@ -199,7 +210,7 @@ def run_cell(spec: dict) -> dict:
         "wall_s": recorder.wall_s(),
         "resumed_after_epochs": recorder.resumed_after,
         **({"continued_from": spec["continued_from"]} if spec.get("continued_from") else {}),
-        "stopped_by_budget": bool(recorder.budget_s and history and history[-1]["elapsed_s"] > recorder.budget_s),
+        "stopped_by_budget": recorder.budget_stopped,
         "per_user_test_ndcg@10": {"user_ids": users.tolist(), "values": ndcg10.astype(float).tolist()},
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),

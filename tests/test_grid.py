@@ -1,12 +1,15 @@
 """benchmarks/run_grid.py: where it looks for datasets, and the cut-offs it evaluates at."""
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["epochs=1", "MAX_ITEM_LIST_LENGTH=5", "hidden_size=8", "d_state=4", "train_batch_size=64", "state=WARNING"]
@@ -19,15 +22,20 @@ def grid(cwd: Path, *args, model="Mamba4Rec"):
                           timeout=600)
 
 
-def test_relative_data_path_reaches_the_worker(tmp_path):
-    # The worker runs in the output folder; a relative --data-path is read from where the grid was started.
-    # HMamba's yaml evaluates at 10/20/40; the grid's cells are evaluated at the tables' 5/10/20.
+def write_tiny(data: Path) -> None:
+    """20 users with 8 distinct items each, in data/tiny/tiny.inter."""
     rng = np.random.default_rng(0)
     rows = ["user_id:token\titem_id:token\ttimestamp:float"]
     for user in range(20):
         rows += [f"u{user}\ti{item}\t{t}" for t, item in enumerate(rng.choice(30, size=8, replace=False), start=1)]
-    (tmp_path / "data" / "tiny").mkdir(parents=True)
-    (tmp_path / "data" / "tiny" / "tiny.inter").write_text("\n".join(rows) + "\n")
+    (data / "tiny").mkdir(parents=True)
+    (data / "tiny" / "tiny.inter").write_text("\n".join(rows) + "\n")
+
+
+def test_relative_data_path_reaches_the_worker(tmp_path):
+    # The worker runs in the output folder; a relative --data-path is read from where the grid was started.
+    # HMamba's yaml evaluates at 10/20/40; the grid's cells are evaluated at the tables' 5/10/20.
+    write_tiny(tmp_path / "data")
     proc = grid(tmp_path, "--datasets", "tiny", "--data-path", "data", "--set", *TINY, model="HMamba")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     record = json.loads((tmp_path / "runs" / "tiny__HMamba__full_sequence__seed7.json").read_text())
@@ -52,3 +60,38 @@ def test_data_path_given_with_set_passes_the_dataset_check(tmp_path):
     proc = grid(tmp_path, "--datasets", "tiny", "--set", f"data_path={tmp_path / 'data'}", "--dry-run")
     assert proc.returncode == 0, proc.stderr
     assert "tiny__Mamba4Rec__full_sequence__seed7.json" in proc.stdout
+
+
+def test_budget_spent_after_the_last_epoch_is_not_a_budget_stop(tmp_path):
+    # Training ran all its epochs (one); a budget it overran on the way did not cut anything short.
+    write_tiny(tmp_path / "data")
+    proc = grid(tmp_path, "--datasets", "tiny", "--data-path", "data", "--max-train-minutes", "0.0001", "--set", *TINY)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    record = json.loads((tmp_path / "runs" / "tiny__Mamba4Rec__full_sequence__seed7.json").read_text())
+    assert [h["epoch"] for h in record["history"]] == [0]
+    assert record["history"][0]["elapsed_s"] > 0.006 and record["stopped_by_budget"] is False
+
+
+def recorder_module():
+    spec = importlib.util.spec_from_file_location("run_grid", REPO / "benchmarks" / "run_grid.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_budget_stops_only_training_that_would_go_on():
+    from recbole_hyper.trainer import StopTraining
+
+    recorder = recorder_module().CellRecorder(budget_s=1.0)
+    record = {"valid_score": 0.1, "train_s": 1.0, "eval_s": 0.1, "train_loss": 2.0, "elapsed_s": 5.0}
+    # Early stopping ends training at this epoch anyway (cur_step past stopping_step).
+    recorder.on_epoch(SimpleNamespace(epochs=10, cur_step=3, stopping_step=2), {**record, "epoch": 4})
+    assert recorder.budget_stopped is False
+    # Epochs left and patience left: the budget ends it.
+    with pytest.raises(StopTraining):
+        recorder.on_epoch(SimpleNamespace(epochs=10, cur_step=2, stopping_step=2), {**record, "epoch": 4})
+    assert recorder.budget_stopped is True
+    # Within the budget nothing stops.
+    recorder = recorder_module().CellRecorder(budget_s=10.0)
+    recorder.on_epoch(SimpleNamespace(epochs=10, cur_step=0, stopping_step=2), {**record, "epoch": 4})
+    assert recorder.budget_stopped is False

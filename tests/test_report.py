@@ -121,3 +121,14 @@ def test_report_command_reads_several_folders_and_skips_its_own_summary(tmp_path
     assert rows["Mamba4Rec"] == "not recorded"
     assert (tmp_path / "valid_ndcg_per_epoch.png").stat().st_size > 0
     assert (tmp_path / "ndcg_bars.png").stat().st_size > 0
+
+
+def test_a_run_trained_past_early_stopping_is_marked_in_its_row():
+    marked = {**_run("Mamba4Rec", "full_sequence", [0, 1], [0.2, 0.3], tag="longer"),
+              "trained_past_early_stopping": {"epoch": 0}}
+    runs = [marked, {**_run("Mamba4Rec", "full_sequence", [0], [0.1, 0.2]), "stopped_by_budget": True}]
+    lines = report.markdown(report.build(runs, {})).splitlines()
+    (longer,) = [line for line in lines if "[longer]" in line]
+    (plain,) = [line for line in lines if "| Mamba4Rec |" in line]
+    assert "(seeds 1 trained past early stopping)" in longer and "time budget hit" not in longer
+    assert "(time budget hit)" in plain and "past early stopping" not in plain
