@@ -131,15 +131,10 @@ class CellRecorder:
             flush=True,
         )
         self.budget_stopped = False  # a reopened run trains on
-        if self.budget_s and record["elapsed_s"] > self.budget_s and self.would_train_on(trainer, record["epoch"]):
+        # The budget stops only training that would go on: not the last epoch, not one early stopping ends.
+        if self.budget_s and record["elapsed_s"] > self.budget_s and record["ends"] is None:
             self.budget_stopped = True
             raise StopTraining()
-
-    @staticmethod
-    def would_train_on(trainer, epoch: int) -> bool:
-        """Whether training goes on after ``epoch`` without the budget: epochs are left
-        and early stopping has not ended it (RecBole counts ``cur_step`` before this hook)."""
-        return epoch + 1 < trainer.epochs and trainer.cur_step <= trainer.stopping_step
 
     def on_evaluated(self, trainer, eval_data, struct, result):
         self.last_eval = (trainer.config, eval_data, struct)  # the test evaluation comes last

@@ -18,7 +18,8 @@
 * hooks (:meth:`HyperTrainerMixin.add_hook`): objects whose optional
   ``on_fit_start(trainer, train_data)``, ``on_epoch(trainer, record)`` (after
   each validation: epoch, valid score, training and validation seconds,
-  training loss, elapsed seconds) and ``on_evaluated(trainer, eval_data,
+  training loss, elapsed seconds, and ``ends``: whether early stopping or the
+  last epoch ends training there) and ``on_evaluated(trainer, eval_data,
   struct, result)`` (RecBole's collected data and the metrics of every
   evaluation) are called; ``on_epoch`` may raise :class:`StopTraining` to end
   training with the best model so far;
@@ -104,6 +105,7 @@ class HyperTrainerMixin:
                 "eval_s": now - clock["end"],
                 "train_loss": clock["loss"],
                 "elapsed_s": now - self._fit_start,
+                "ends": self._training_ends_after(epoch_idx),
             }
             if callback_fn is not None:
                 callback_fn(epoch_idx, valid_score)
@@ -112,12 +114,22 @@ class HyperTrainerMixin:
             except StopTraining:
                 self._save_last_state(epoch_idx, stopped=True)
                 raise
-            self._save_last_state(epoch_idx, stopped=self.cur_step > self.stopping_step)
+            self._save_last_state(epoch_idx, stopped=record["ends"] == "early_stopping")
 
         try:
             return super().fit(train_data, valid_data, verbose, saved, show_progress, after_validation)
         except StopTraining:
             return self.best_valid_score, self.best_valid_result
+
+    def _training_ends_after(self, epoch_idx) -> str | None:
+        """Why training ends after validated epoch ``epoch_idx`` unless a hook stops it first:
+        ``"early_stopping"`` (RecBole has counted ``cur_step`` past ``stopping_step``),
+        ``"last_epoch"`` (the last of ``epochs``), or ``None`` when it goes on."""
+        if self.cur_step > self.stopping_step:
+            return "early_stopping"
+        if epoch_idx + 1 >= self.epochs:
+            return "last_epoch"
+        return None
 
     # ------------------------------------------------------------- last state
     def _validates_after(self, epoch_idx) -> bool:

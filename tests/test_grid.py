@@ -12,6 +12,9 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("run_grid", REPO / "benchmarks" / "run_grid.py")
+run_grid = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(run_grid)
 TINY = ["epochs=1", "MAX_ITEM_LIST_LENGTH=5", "hidden_size=8", "d_state=4", "train_batch_size=64", "state=WARNING"]
 
 
@@ -72,26 +75,21 @@ def test_budget_spent_after_the_last_epoch_is_not_a_budget_stop(tmp_path):
     assert record["history"][0]["elapsed_s"] > 0.006 and record["stopped_by_budget"] is False
 
 
-def recorder_module():
-    spec = importlib.util.spec_from_file_location("run_grid", REPO / "benchmarks" / "run_grid.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_budget_stops_only_training_that_would_go_on():
     from recbole_hyper.trainer import StopTraining
 
-    recorder = recorder_module().CellRecorder(budget_s=1.0)
-    record = {"valid_score": 0.1, "train_s": 1.0, "eval_s": 0.1, "train_loss": 2.0, "elapsed_s": 5.0}
-    # Early stopping ends training at this epoch anyway (cur_step past stopping_step).
-    recorder.on_epoch(SimpleNamespace(epochs=10, cur_step=3, stopping_step=2), {**record, "epoch": 4})
-    assert recorder.budget_stopped is False
+    trainer = SimpleNamespace()
+    record = {"epoch": 4, "valid_score": 0.1, "train_s": 1.0, "eval_s": 0.1, "train_loss": 2.0, "elapsed_s": 5.0}
+    # Early stopping or the last epoch ends training here anyway.
+    for ends in ("early_stopping", "last_epoch"):
+        recorder = run_grid.CellRecorder(budget_s=1.0)
+        recorder.on_epoch(trainer, {**record, "ends": ends})
+        assert recorder.budget_stopped is False
     # Epochs left and patience left: the budget ends it.
     with pytest.raises(StopTraining):
-        recorder.on_epoch(SimpleNamespace(epochs=10, cur_step=2, stopping_step=2), {**record, "epoch": 4})
+        recorder.on_epoch(trainer, {**record, "ends": None})
     assert recorder.budget_stopped is True
     # Within the budget nothing stops.
-    recorder = recorder_module().CellRecorder(budget_s=10.0)
-    recorder.on_epoch(SimpleNamespace(epochs=10, cur_step=0, stopping_step=2), {**record, "epoch": 4})
+    recorder = run_grid.CellRecorder(budget_s=10.0)
+    recorder.on_epoch(trainer, {**record, "ends": None})
     assert recorder.budget_stopped is False

@@ -1,4 +1,4 @@
-"""The plugin trainer's learning-rate schedule."""
+"""The plugin trainer: its learning-rate schedule, mixed precision, and what its hooks are told."""
 
 import math
 
@@ -63,3 +63,31 @@ def test_mixed_precision_training_runs(model_name, tiny_dataset, in_tmp):
     loss = trainer._train_epoch(train, 0)
     total = sum(loss) if isinstance(loss, tuple) else loss
     assert math.isfinite(float(total)) and float(total) > 0
+
+
+@pytest.mark.parametrize(
+    "scores, epochs, expected",
+    [
+        # RecBole's rule: a score below the best adds one to cur_step; stopping_step 1 ends at the second.
+        ([0.5, 0.4, 0.3, 0.2, 0.1], 5, [None, None, "early_stopping"]),
+        ([0.5, 0.4, 0.6, 0.5, 0.7], 5, [None, None, None, None, "last_epoch"]),
+    ],
+)
+def test_hooks_hear_why_training_ends(scores, epochs, expected, tiny_dataset, in_tmp):
+    from recbole_hyper.models.mamba4rec import Mamba4Rec
+    from recbole_hyper.trainer import HyperTrainer
+
+    config, _, train, valid, _ = tiny("Mamba4Rec", tiny_dataset, epochs=epochs, stopping_step=1)
+    trainer = HyperTrainer(config, Mamba4Rec(config, train._dataset))
+    given = iter(scores)
+
+    def scripted_validation(valid_data, show_progress=False):
+        score = next(given)
+        return score, {"ndcg@10": score}
+
+    trainer._valid_epoch = scripted_validation
+    heard = []
+    trainer.add_hook(type("Listener", (), {"on_epoch": lambda self, tr, record: heard.append(record["ends"])})())
+    trainer.fit(train, valid, saved=False)
+    # Training ended where the record said it would, and not before.
+    assert heard == expected
