@@ -9,7 +9,7 @@ Any ``--key=value`` sets that RecBole parameter.
 import sys
 
 import recbole_hyper  # noqa: F401  (registers the models)
-from recbole_hyper.quick_start import main
+from recbole_hyper.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -8,7 +8,7 @@ HERE = Path(__file__).parent
 
 setup(
     name="recbole-hyper",
-    version="0.1.0",
+    version="0.2.0",
     description=(
         "RecBole plugin: Mamba4Rec, HyMoERec, HMamba and HM2Rec sequential recommenders "
         "with a fast pure-PyTorch selective scan"
@@ -46,7 +46,7 @@ setup(
         "plot": ["matplotlib>=3.7"],
         "cuda": ["mamba-ssm>=2.2", "causal-conv1d>=1.4"],
     },
-    entry_points={"console_scripts": ["recbole-hyper=recbole_hyper.quick_start:main"]},
+    entry_points={"console_scripts": ["recbole-hyper=recbole_hyper.cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",

@@ -12,7 +12,12 @@
 * :class:`ConfigStub`, :class:`DatasetStub`: what a model's constructor reads
   from a RecBole config and dataset, for benchmarks that build models
   without loading data.
-* :func:`add_data_path`: the one spelling of the datasets folder option.
+* :func:`add_data_path`: the one spelling of the datasets folder option;
+  :func:`module_command`: how one benchmark starts another (``python -m``,
+  from any working directory).
+
+The scripts run as modules from the repository root (``python -m
+benchmarks.perf.bench_scan``); ``REPO``, ``RESULTS`` and ``CONFIGS`` are their folders.
 """
 
 from __future__ import annotations
@@ -28,8 +33,9 @@ from pathlib import Path
 from typing import Callable, Optional
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+BENCHMARKS = REPO / "benchmarks"
+RESULTS = BENCHMARKS / "results"
+CONFIGS = BENCHMARKS / "configs"
 
 # Arguments that name folders or files of the machine, not settings of a result.
 PRIVATE_ARGS = ("out", "data_path", "worker", "runs")
@@ -82,8 +88,15 @@ def median_time(fn: Callable[[], object], repeats: int, device=None, warmup: int
     return statistics.median(times)
 
 
-def spawn_worker(script, spec: dict, out_file: Path, cwd=None, capture: bool = False):
-    """Run ``script --worker SPEC OUT`` in a new process; returns (process, record or None).
+def module_command(module: str):
+    """(argv, env) that run ``python -m module`` from any working directory."""
+    path = os.environ.get("PYTHONPATH")
+    env = dict(os.environ, PYTHONPATH=str(REPO) + (os.pathsep + path if path else ""))
+    return [sys.executable, "-m", module], env
+
+
+def spawn_worker(module: str, spec: dict, out_file: Path, cwd=None, capture: bool = False):
+    """Run ``python -m module --worker SPEC OUT`` in a new process; returns (process, record or None).
 
     The spec is written next to ``out_file`` and removed afterwards; the
     record is the JSON the worker wrote to ``out_file`` (None if it failed).
@@ -94,12 +107,13 @@ def spawn_worker(script, spec: dict, out_file: Path, cwd=None, capture: bool = F
     spec_file = out_file.with_suffix(".spec")
     spec_file.write_text(json.dumps(spec))
     try:
+        command, env = module_command(module)
         proc = subprocess.run(
-            [sys.executable, str(Path(script).resolve()), "--worker", str(spec_file), str(out_file)],
+            [*command, "--worker", str(spec_file), str(out_file)],
             cwd=None if cwd is None else str(cwd),
             capture_output=capture,
             text=True,
-            env=dict(os.environ, PYTHONUNBUFFERED="1"),  # a worker's progress shows as it goes
+            env=dict(env, PYTHONUNBUFFERED="1"),  # a worker's progress shows as it goes
         )
     finally:
         spec_file.unlink(missing_ok=True)

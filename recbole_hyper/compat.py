@@ -13,7 +13,10 @@ module does, and why:
   ``Config`` object with protocol 4).  :func:`load_checkpoint` loads them with
   ``weights_only=False``; the plugin's trainer uses it for
   ``load_best_model=True`` and ``resume_checkpoint``.  Only load checkpoints
-  you trust: unpickling can run code.
+  you trust: unpickling can run code.  Checkpoints of earlier versions load
+  too: classes pickled under a module or name that has since moved are found
+  where they are now (:data:`MOVED_CLASSES`), and settings that were renamed
+  are moved to their new names (:mod:`recbole_hyper.config.renamed`).
 * **Anomaly detection.**  Importing ``recbole.model.sequential_recommender``
   imports RecBole's SINE model, which calls
   ``torch.autograd.set_detect_anomaly(True)`` at import time and slows every
@@ -31,6 +34,7 @@ module does, and why:
 from __future__ import annotations
 
 import importlib
+import pickle
 import sys
 import warnings
 from pathlib import Path
@@ -42,7 +46,7 @@ __all__ = [
     "check_stack",
     "import_recbole_models",
     "load_checkpoint",
-    "save_atomic",
+    "save_safely",
     "tune_allocator",
     "StackError",
 ]
@@ -103,10 +107,56 @@ def load_checkpoint(path, map_location: Any = None) -> dict:
     ``weights_only`` loader (the default since torch 2.6) refuses, so the file
     is unpickled in full.  Use it only on checkpoints you trust.
     """
-    return torch.load(str(path), map_location=map_location, weights_only=False)
+    checkpoint = torch.load(str(path), map_location=map_location, weights_only=False, pickle_module=_MovedNames)
+    config = checkpoint.get("config") if isinstance(checkpoint, dict) else None
+    final = getattr(config, "final_config_dict", None)
+    if isinstance(final, dict):
+        from recbole_hyper.config.renamed import upgrade_settings
+
+        upgrade_settings(final, warn=False)
+    return checkpoint
 
 
-def save_atomic(obj: Any, path, **kwargs) -> None:
+#: (module, name) pickled by an earlier version -> where that class is now.
+MOVED_CLASSES = {
+    ("recbole_hyper.config", "HyperConfig"): ("recbole_hyper.config.plugin_config", "PluginConfig"),
+}
+
+#: modules of earlier versions -> their place now (for any class pickled from them).
+MOVED_MODULES = {
+    "recbole_hyper.config": "recbole_hyper.config.plugin_config",
+    "recbole_hyper.data": "recbole_hyper.data.dataset",
+    "recbole_hyper.params": "recbole_hyper.config.params",
+    "recbole_hyper.atomic": "recbole_hyper.data.atomic_files",
+    "recbole_hyper.trainer": "recbole_hyper.training.trainer",
+    "recbole_hyper.optim": "recbole_hyper.training.optim",
+    "recbole_hyper.resume": "recbole_hyper.training.resume",
+    "recbole_hyper.distributed": "recbole_hyper.training.distributed",
+    "recbole_hyper.baselines": "recbole_hyper.training.baselines",
+    "recbole_hyper.tune": "recbole_hyper.training.tune",
+    "recbole_hyper.serving": "recbole_hyper.serving.recommender",
+    "recbole_hyper.viz": "recbole_hyper.serving.plot",
+}
+
+
+class _MovedNames:
+    """A ``pickle`` module for ``torch.load`` whose unpickler finds moved classes."""
+
+    class Unpickler(pickle.Unpickler):
+        def find_class(self, module, name):
+            if (module, name) in MOVED_CLASSES:
+                module, name = MOVED_CLASSES[(module, name)]
+            elif module in MOVED_MODULES:
+                try:
+                    return super().find_class(module, name)
+                except AttributeError:
+                    module = MOVED_MODULES[module]
+            return super().find_class(module, name)
+
+    load = staticmethod(pickle.load)
+
+
+def save_safely(obj: Any, path, **kwargs) -> None:
     """``torch.save`` to ``<path>.tmp``, then rename: the file is complete or absent, never half-written."""
     tmp = Path(str(path) + ".tmp")
     torch.save(obj, tmp, **kwargs)

@@ -2,14 +2,13 @@
 
 ``run_recbole_hyper`` is RecBole's ``run_recbole`` pipeline (same datasets,
 samplers, trainer and evaluator) with the plugin's configuration
-(:class:`~recbole_hyper.config.HyperConfig`), early checks of the model name,
+(:class:`~recbole_hyper.config.PluginConfig`), early checks of the model name,
 hyperparameters and dataset, and checkpoints that load on current torch.
 It works for the plugin's models and for RecBole's own.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from logging import getLogger
@@ -19,7 +18,7 @@ import torch
 
 from recbole_hyper.compat import load_checkpoint, tune_allocator
 
-__all__ = ["run", "run_recbole_hyper", "load_data_and_model", "training_class", "main"]
+__all__ = ["run", "run_recbole_hyper", "load_data_and_model", "training_class"]
 
 
 def run_recbole_hyper(
@@ -40,9 +39,9 @@ def run_recbole_hyper(
     it. The run continues where that one stopped, with its configuration
     (model, dataset, config files, settings); ``config_dict`` and the command
     line may change settings on top (e.g. more ``epochs``), ``model`` and
-    ``dataset`` may be left out. See :mod:`recbole_hyper.resume`.
+    ``dataset`` may be left out. See :mod:`recbole_hyper.training.resume`.
 
-    ``hooks``: trainer hooks (see :class:`recbole_hyper.trainer.HyperTrainerMixin`).
+    ``hooks``: trainer hooks (see :class:`recbole_hyper.training.trainer.PluginTrainerMixin`).
     ``count_flops``: log RecBole's FLOPs count of the model (informational;
     it runs the model once on a copy and does not change training).
 
@@ -54,13 +53,13 @@ def run_recbole_hyper(
     from recbole.data.transform import construct_transform
     from recbole.utils import get_environment, get_flops, get_trainer, init_logger, init_seed, set_color
 
-    from recbole_hyper import distributed
-    from recbole_hyper.config import HyperConfig
+    from recbole_hyper.config import PluginConfig
     from recbole_hyper.data import create_dataset
     from recbole_hyper.registry import get_model_class
-    from recbole_hyper.resume import read_last_state
     from recbole_hyper.serving import ServingData, serving_path
-    from recbole_hyper.trainer import trainer_class
+    from recbole_hyper.training import distributed
+    from recbole_hyper.training.resume import read_last_state
+    from recbole_hyper.training.trainer import trainer_class
 
     last_state = None
     if resume is not None:
@@ -69,7 +68,7 @@ def run_recbole_hyper(
             last_state, model, dataset, config_file_list, config_dict
         )
     model_class = get_model_class(model) if model is not None else None
-    config = HyperConfig(
+    config = PluginConfig(
         model=model_class,
         dataset=dataset,
         config_file_list=config_file_list,
@@ -159,7 +158,7 @@ def run_recbole_hyper(
 
 def resumed_inputs(last_state, model, dataset, config_file_list, config_dict):
     """The interrupted run's model, dataset, config files and settings, with ``config_dict`` on top."""
-    from recbole_hyper.resume import ResumeError
+    from recbole_hyper.training.resume import ResumeError
 
     run = last_state.get("run")
     if not run:
@@ -201,8 +200,8 @@ def _log_changed_settings(logger, old, new) -> None:
 def training_class(config):
     """The class to train: the configured one, or for RecBole's causal models in
     ``train_mode: full_sequence`` the same class with the loss at every position."""
-    from recbole_hyper.baselines import full_sequence_class
     from recbole_hyper.registry import is_plugin_model
+    from recbole_hyper.training.baselines import full_sequence_class
 
     if config["train_mode"] == "full_sequence" and not is_plugin_model(config["model"]):
         return full_sequence_class(config.model_class)
@@ -229,7 +228,7 @@ def run(
     resume=None,
 ):
     """Like ``recbole.quick_start.run``: one process, or ``nproc`` processes of a
-    distributed run (gloo on CPUs, NCCL on GPUs; see :mod:`recbole_hyper.distributed`).
+    distributed run (gloo on CPUs, NCCL on GPUs; see :mod:`recbole_hyper.training.distributed`).
 
     On several nodes every node runs ``nproc`` processes with the same
     ``world_size`` (processes on all nodes), ``ip`` and ``port`` (of the node
@@ -238,10 +237,10 @@ def run(
     """
     if nproc == 1 and world_size <= 0:
         return run_recbole_hyper(model, dataset, config_file_list, config_dict, saved, resume=resume)
-    from recbole_hyper import distributed
-    from recbole_hyper.config import HyperConfig
+    from recbole_hyper.config import PluginConfig
     from recbole_hyper.registry import get_model_class
-    from recbole_hyper.resume import read_last_state
+    from recbole_hyper.training import distributed
+    from recbole_hyper.training.resume import read_last_state
 
     world = distributed.check_launch(nproc, world_size, group_offset)
     if resume is not None:
@@ -249,7 +248,7 @@ def run(
             read_last_state(resume), model, dataset, config_file_list, config_dict
         )
     # Settings, model and dataset are checked here, once, before any process starts.
-    config = HyperConfig(get_model_class(model), dataset, config_file_list, without_launch_keys(config_dict))
+    config = PluginConfig(get_model_class(model), dataset, config_file_list, without_launch_keys(config_dict))
     backend = distributed.resolve_backend(config["ddp_backend"], nproc)
     config_dict = dict(config_dict or {})
     config_dict.update(world_size=world, ip=ip, port=str(port), nproc=nproc, offset=group_offset)
@@ -299,82 +298,3 @@ def load_data_and_model(model_file):
     model.load_state_dict(checkpoint["state_dict"])
     model.load_other_parameter(checkpoint.get("other_parameter"))
     return config, model, dataset, train_data, valid_data, test_data
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="run_recbole_hyper.py",
-        description=(
-            "Train and evaluate a recbole-hyper model (or any RecBole model) with "
-            "RecBole's pipeline. Any other --key=value sets that RecBole parameter, "
-            "e.g. --epochs=50 --train_batch_size=512 --data_path=/data."
-        ),
-    )
-    parser.add_argument("--model", "-m", default=None, help="model name (default: Mamba4Rec)")
-    parser.add_argument("--dataset", "-d", default=None, help="dataset name (default: ml-100k, bundled with RecBole)")
-    parser.add_argument(
-        "--resume", default=None, metavar="PATH",
-        help="continue an interrupted run from its last state (<checkpoint>.last.pth); "
-        "model, dataset and settings come from it, --key=value changes settings on top",
-    )
-    parser.add_argument("--config_files", default=None, help="space-separated yaml files")
-    parser.add_argument(
-        "--nproc", type=int, default=1, help="processes of a distributed run on this node (gloo on CPUs, NCCL on GPUs)"
-    )
-    parser.add_argument("--ip", default="localhost", help="master address for distributed training")
-    parser.add_argument("--port", default="5678", help="master port for distributed training")
-    parser.add_argument("--world_size", type=int, default=-1, help="total processes over all nodes")
-    parser.add_argument("--group_offset", type=int, default=0, help="rank offset of this node")
-    return parser
-
-
-def main(argv: Optional[List[str]] = None) -> int:
-    """Command-line entry point; returns the process exit code."""
-    from recbole_hyper.atomic import DataError
-    from recbole_hyper.params import HyperParameterError
-    from recbole_hyper.registry import UnknownModelError
-    from recbole_hyper.resume import ResumeError
-
-    argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] == "recommend":
-        from recbole_hyper.serving import main as recommend_main
-
-        return recommend_main(argv[1:])
-    if argv and argv[0] == "tune":
-        from recbole_hyper.tune import main as tune_main
-
-        return tune_main(argv[1:])
-    args, _ = build_parser().parse_known_args(argv)
-    config_files = args.config_files.strip().split(" ") if args.config_files else None
-    if args.resume is None:
-        args.model = args.model or "Mamba4Rec"
-        args.dataset = args.dataset or "ml-100k"
-    try:
-        result = run(
-            args.model,
-            args.dataset,
-            config_file_list=config_files,
-            resume=args.resume,
-            nproc=args.nproc,
-            world_size=args.world_size,
-            ip=args.ip,
-            port=args.port,
-            group_offset=args.group_offset,
-        )
-    except (UnknownModelError, DataError, HyperParameterError, ResumeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if result is not None:
-        print(_summary(result))
-    return 0
-
-
-def _summary(result: Dict) -> str:
-    lines = [f"{result['model']} on {result['dataset']}"]
-    for split in ("best_valid_result", "test_result"):
-        values = result.get(split) or {}
-        name = "valid" if split.startswith("best") else "test"
-        lines.append(f"  {name:5s} " + "  ".join(f"{k}={v:.4f}" for k, v in values.items()))
-    if result.get("checkpoint"):
-        lines.append(f"  checkpoint: {result['checkpoint']}")
-    return "\n".join(lines)

@@ -69,16 +69,16 @@ def _register(name: str, module_path: str) -> None:
     import recbole.trainer
 
     from recbole_hyper.compat import import_recbole_models
-    from recbole_hyper.data import HyperSequentialDataset
-    from recbole_hyper.trainer import HyperTrainer
+    from recbole_hyper.data import PluginSequentialDataset
+    from recbole_hyper.training.trainer import PluginTrainer
 
     module = importlib.import_module(module_path)
     cls = getattr(module, name)
     package = import_recbole_models()
     sys.modules[f"{package.__name__}.{name.lower()}"] = module
     setattr(package, name, cls)
-    setattr(recbole.trainer, f"{name}Trainer", HyperTrainer)
-    setattr(recbole.data.dataset, f"{name}Dataset", HyperSequentialDataset)
+    setattr(recbole.trainer, f"{name}Trainer", PluginTrainer)
+    setattr(recbole.data.dataset, f"{name}Dataset", PluginSequentialDataset)
 
 
 def register_all() -> None:

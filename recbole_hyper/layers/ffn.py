@@ -1,8 +1,12 @@
-"""Position-wise feed-forward block of Mamba4Rec (and SASRec).
+"""The two-layer GELU MLP, and Mamba4Rec's position-wise feed-forward block built on it.
 
-``FFN(H) = LayerNorm(H + Dropout(W2 Dropout(GELU(W1 H))))`` with
-``W1: d -> inner`` and ``W2: inner -> d``.  Parameter names (``w_1``,
-``w_2``, ``LayerNorm``) match Mamba4Rec's released code so its checkpoints load.
+* :class:`GeluMLP`: ``W2 Dropout(GELU(W1 x))`` with ``W1: d -> inner`` and
+  ``W2: inner -> d``; a mixture of experts' experts are GeluMLPs;
+* :class:`FeedForward`: Mamba4Rec's (and SASRec's) block around that MLP,
+  ``FFN(H) = LayerNorm(H + Dropout(GeluMLP(H)))``.
+
+Parameter names (``w_1``, ``w_2``, ``LayerNorm``) match Mamba4Rec's released
+code so its checkpoints load.
 """
 
 from __future__ import annotations
@@ -10,11 +14,11 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-__all__ = ["FeedForward", "ExpertFFN"]
+__all__ = ["GeluMLP", "FeedForward"]
 
 
-class ExpertFFN(nn.Module):
-    """The two-layer GELU MLP inside the block: ``W2 Dropout(GELU(W1 x))``."""
+class GeluMLP(nn.Module):
+    """The two-layer GELU MLP ``W2 Dropout(GELU(W1 x))``: one expert of a mixture, or the body of :class:`FeedForward`."""
 
     def __init__(self, d_model: int, inner_size: int, dropout: float):
         super().__init__()
@@ -27,8 +31,9 @@ class ExpertFFN(nn.Module):
         return self.w_2(self.dropout(self.activation(self.w_1(x))))
 
 
-class FeedForward(ExpertFFN):
-    """``LayerNorm(x + Dropout(MLP(x)))``; ``mask`` is accepted and unused."""
+class FeedForward(GeluMLP):
+    """Mamba4Rec's feed-forward block: the MLP with dropout, a residual connection and LayerNorm,
+    ``LayerNorm(x + Dropout(MLP(x)))``; ``mask`` is accepted and unused (a mixture of experts reads it)."""
 
     def __init__(self, d_model: int, inner_size: int, dropout: float = 0.2, eps: float = 1e-12):
         super().__init__(d_model, inner_size, dropout)

@@ -207,10 +207,10 @@ class Mamba(nn.Module):
         y = (h * C.unsqueeze(1)).sum(-1) + self.D.to(x.dtype) * x
         return self.out_proj(y * F.silu(z)), {"conv": window, "ssm": h}
 
-    def forward(self, hidden_states: torch.Tensor, positions: torch.Tensor = None) -> torch.Tensor:
+    def forward(self, hidden_states: torch.Tensor, output_at: torch.Tensor = None) -> torch.Tensor:
         """(batch, L, d_input) -> (batch, L, d_model).
 
-        With ``positions`` (batch,), only the output at ``positions[b]`` of
+        With ``output_at`` (batch,), only the output at ``output_at[b]`` of
         each row is computed and returned, (batch, d_model): the recurrence
         still runs over the whole sequence, but the gate and ``out_proj``
         touch one position per row.
@@ -218,17 +218,17 @@ class Mamba(nn.Module):
         backend = resolve_backend(self.scan_backend, hidden_states.device)
         if backend == "cuda":
             y, z = self._scan_cuda(hidden_states)  # (batch, L, ED) each
-            if positions is not None:
+            if output_at is not None:
                 rows = torch.arange(y.shape[0], device=y.device)
-                y, z = y[rows, positions], z[rows, positions]
+                y, z = y[rows, output_at], z[rows, output_at]
             return self.out_proj(y * F.silu(z))
-        y = self._scan_torch(hidden_states, positions)
-        if positions is not None:
+        y = self._scan_torch(hidden_states, output_at)
+        if output_at is not None:
             return self.out_proj(y)  # (batch, d_model)
         return self.out_proj(y).transpose(0, 1)
 
-    def _scan_torch(self, hidden_states, positions=None):
-        """Gated SSM output, time-major (L, batch, ED), or (batch, ED) at ``positions``."""
+    def _scan_torch(self, hidden_states, output_at=None):
+        """Gated SSM output, time-major (L, batch, ED), or (batch, ED) at ``output_at``."""
         x = hidden_states.transpose(0, 1)  # (L, batch, d_input)
         xz = self.in_proj(x)
         x, z = xz.chunk(2, dim=-1)
@@ -237,9 +237,9 @@ class Mamba(nn.Module):
         dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
         B, C = self.transform_bc(B, C)
         dt = F.linear(dt, self.dt_proj.weight)  # the bias is added inside the scan
-        if positions is not None:
+        if output_at is not None:
             rows = torch.arange(z.shape[1], device=z.device)
-            z = z[positions, rows]
+            z = z[output_at, rows]
         return selective_scan_time_major(
             x,
             dt,
@@ -250,7 +250,7 @@ class Mamba(nn.Module):
             z=z,
             delta_bias=self.dt_proj.bias.float(),
             delta_softplus=True,
-            positions=positions,
+            output_at=output_at,
         )
 
     def _scan_cuda(self, hidden_states):

@@ -4,7 +4,7 @@
 * stacked layers: ``H = LayerNorm(Dropout(Mamba(X)) + X)`` (``residual``);
 * then the position-wise feed-forward block.
 
-The model builds both parts (see ``HyperSequentialRecommender.build_mixer``
+The model builds both parts (see ``MambaSequentialRecommender.build_mixer``
 and ``build_ffn``): HMamba, HM2Rec and HyMoERec swap the mixer or the
 feed-forward block there.
 """
@@ -31,22 +31,22 @@ class MambaLayer(nn.Module):
         self.ffn = ffn
 
     def forward(
-        self, x: torch.Tensor, mask: torch.Tensor = None, positions: torch.Tensor = None
+        self, x: torch.Tensor, mask: torch.Tensor = None, output_at: torch.Tensor = None
     ) -> torch.Tensor:
-        """(batch, L, d) -> (batch, L, d), or (batch, d) at ``positions``.
+        """(batch, L, d) -> (batch, L, d), or (batch, d) at ``output_at`` (batch,) time indices.
 
         Everything after the Mamba block is position-wise, so with
-        ``positions`` it runs on one position per row only, unless the
+        ``output_at`` it runs on one position per row only, unless the
         feed-forward block needs every token in training (a mixture of
         experts whose balance term averages over all tokens); then the layer
-        runs at every position and the feed-forward block reads ``positions``.
+        runs at every position and the feed-forward block reads ``output_at``.
         """
         all_tokens = (
-            positions is not None
+            output_at is not None
             and self.training
-            and getattr(self.ffn, "needs_all_positions", False)
+            and getattr(self.ffn, "needs_every_token", False)
         )
-        at = None if all_tokens else positions
+        at = None if all_tokens else output_at
         h = self.dropout(self.mamba(x, at))
         if at is not None:
             rows = torch.arange(x.shape[0], device=x.device)
@@ -54,11 +54,12 @@ class MambaLayer(nn.Module):
             mask = None if mask is None else mask[rows, at]
         h = self.LayerNorm(h + x) if self.residual else self.LayerNorm(h)
         if all_tokens:
-            return self.ffn(h, mask, positions)
+            return self.ffn(h, mask, output_at)
         return self.ffn(h, mask)
 
     def step(self, x: torch.Tensor, state: dict, positions: torch.Tensor):
-        """One time step (inference): x (batch, d) -> (batch, d) and the Mamba block's new state."""
+        """One time step (inference): x (batch, d) -> (batch, d) and the Mamba block's new state;
+        ``positions`` (batch,) are the items' positions in their sequences (RoPE-Mamba reads them)."""
         h, state = self.mamba.step(x, state, positions)
         h = self.dropout(h)
         h = self.LayerNorm(h + x) if self.residual else self.LayerNorm(h)

@@ -17,11 +17,12 @@ like the dense feed-forward MLP:
 * output ``LayerNorm(x + Dropout(y))``, as Mamba4Rec's feed-forward block;
 * load-balance term ``lambda_lb * sum_e gbar_e log gbar_e``, gbar_e the
   average over non-padding tokens of expert e's full-softmax router
-  probability (so every expert gets a gradient); exposed as ``aux_loss``
-  after a training forward pass and added to the training loss by the model.
+  probability (so every expert gets a gradient); exposed as ``balance_loss``
+  after a training forward pass and added to the training loss by the model
+  (named ``load_balance_<layer>``).
 
 Padding tokens never enter the routing statistics.  When only some positions
-are needed (``positions``), the router still sees every token, so the
+are needed (``output_at``), the router still sees every token, so the
 statistics are those of the whole sequence, but the experts run only where
 outputs are read.
 """
@@ -33,7 +34,7 @@ from typing import List, Optional
 import torch
 import torch.nn as nn
 
-from recbole_hyper.layers.ffn import ExpertFFN
+from recbole_hyper.layers.ffn import GeluMLP
 
 __all__ = ["MoEFeedForward", "check_moe_settings"]
 
@@ -90,8 +91,8 @@ class MoEFeedForward(nn.Module):
             self.router = nn.Sequential(nn.Linear(d_model, d_model), nn.ReLU(), nn.Linear(d_model, n_experts))
         else:
             self.router = nn.Linear(d_model, n_experts)
-        self.experts = nn.ModuleList([ExpertFFN(d_model, inner_size, dropout) for _ in range(n_experts)])
-        self.shared = ExpertFFN(d_model, inner_size, dropout) if shared_expert else None
+        self.experts = nn.ModuleList([GeluMLP(d_model, inner_size, dropout) for _ in range(n_experts)])
+        self.shared = GeluMLP(d_model, inner_size, dropout) if shared_expert else None
         self.alpha_param = nn.Parameter(torch.zeros(())) if shared_expert and fusion == "adaptive" else None
         self.dropout = nn.Dropout(dropout)
         self.LayerNorm = nn.LayerNorm(d_model, eps=eps)
@@ -99,10 +100,10 @@ class MoEFeedForward(nn.Module):
         self.register_buffer("num_steps", torch.zeros((), dtype=torch.long))
         # Tokens routed to each expert since the last reset (not saved).
         self.register_buffer("load_counts", torch.zeros(n_experts, dtype=torch.long), persistent=False)
-        self.aux_loss: Optional[torch.Tensor] = None
+        self.balance_loss: Optional[torch.Tensor] = None
 
     @property
-    def needs_all_positions(self) -> bool:
+    def needs_every_token(self) -> bool:
         """In training, the balance term needs the router at every token even
         when the output is read at one position per sequence."""
         return self.lambda_lb > 0
@@ -157,9 +158,9 @@ class MoEFeedForward(nn.Module):
         return out
 
     def forward(
-        self, x: torch.Tensor, mask: torch.Tensor = None, positions: torch.Tensor = None
+        self, x: torch.Tensor, mask: torch.Tensor = None, output_at: torch.Tensor = None
     ) -> torch.Tensor:
-        """x (batch, L, d) -> (batch, L, d), or (batch, d) read at ``positions``.
+        """x (batch, L, d) -> (batch, L, d), or (batch, d) read at ``output_at`` (batch,) time indices.
 
         ``mask`` (batch, L) marks real (non-padding) tokens; x may also be
         already gathered, (batch, d), with a matching (batch,) mask.
@@ -171,12 +172,12 @@ class MoEFeedForward(nn.Module):
 
         if self.training:
             real = valid.nonzero(as_tuple=True)[0]
-            self.aux_loss = self.balance_term(probs[real]) if self.lambda_lb > 0 else None
+            self.balance_loss = self.balance_term(probs[real]) if self.lambda_lb > 0 else None
             self.load_counts += torch.bincount(top_idx[real].reshape(-1), minlength=self.n_experts)
 
-        if positions is not None and x.dim() == 3:
+        if output_at is not None and x.dim() == 3:
             rows = torch.arange(shape[0], device=x.device)
-            pick = rows * shape[1] + positions
+            pick = rows * shape[1] + output_at
             flat, top_idx, gates = flat[pick], top_idx[pick], gates[pick]
         y = self._mixture(flat, top_idx, gates)
         if self.shared is not None:
@@ -188,6 +189,6 @@ class MoEFeedForward(nn.Module):
         out = self.LayerNorm(flat + self.dropout(y))
         if self.training and torch.is_grad_enabled():
             self.num_steps += 1
-        if positions is not None and x.dim() == 3:
+        if output_at is not None and x.dim() == 3:
             return out
         return out.reshape(shape)

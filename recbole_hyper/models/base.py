@@ -1,16 +1,15 @@
-"""What every recbole_hyper model shares: config checks, losses, scoring.
+"""What every recbole_hyper model shares: config checks, layers, losses, scoring, streaming.
 
-A model provides :meth:`~HyperSequentialRecommender.embed` and
-``self.mamba_layers`` (or overrides :meth:`~HyperSequentialRecommender.encode`),
-and, unless it scores by dot product with ``self.item_embedding``, the
-scoring hooks.  Training pairs in both training modes, the losses, RecBole's
-``predict`` and ``full_sort_predict`` and the collection of auxiliary loss
-terms live here once.
+:class:`MambaSequentialRecommender` is the base class of the four models; its
+docstring is the contract a model fulfils to plug in.  Training pairs in both
+training modes, the losses (full, blocked or sampled softmax, BPR), RecBole's
+``predict`` and ``full_sort_predict``, named extra loss terms and the
+recurrent (streaming) form live here once.
 """
 
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 import torch
@@ -18,8 +17,8 @@ import torch.nn as nn
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.model.loss import BPRLoss
 
+from recbole_hyper.config.params import TRAINER_PARAMS, Param, check_params
 from recbole_hyper.data import TRAIN_MODES, target_field, training_edges, uniform_negatives
-from recbole_hyper.distributed import global_mean_part
 from recbole_hyper.layers.ffn import FeedForward
 from recbole_hyper.layers.mamba import Mamba
 from recbole_hyper.layers.mamba_layer import MambaLayer
@@ -27,16 +26,20 @@ from recbole_hyper.layers.moe import MoEFeedForward
 from recbole_hyper.ops.cross_entropy import linear_cross_entropy
 from recbole_hyper.ops.sampled_softmax import CandidateSampler, sampled_softmax_loss
 from recbole_hyper.ops.scan import SCAN_BACKENDS
-from recbole_hyper.params import TRAINER_PARAMS, Param, check_params
+from recbole_hyper.training.distributed import global_mean_part
 
-__all__ = ["HyperSequentialRecommender", "COMMON_PARAMS", "MAMBA_PARAMS"]
+__all__ = ["MambaSequentialRecommender", "COMMON_PARAMS", "MAMBA_PARAMS", "trim_padding"]
 
 COMMON_PARAMS: Dict[str, Param] = {
     "hidden_size": Param("int", "embedding and model width", low=1),
-    "loss_type": Param("str", "training loss (SSM: sampled softmax)", choices=("CE", "BPR", "SSM")),
-    "ssm_negatives": Param("int", "shared negatives per batch for loss_type SSM", low=1, optional=True),
-    "ssm_sampler": Param("str", "proposal of loss_type SSM's negatives", choices=("uniform", "popularity"), optional=True),
-    "ssm_logq": Param("bool", "logQ correction of loss_type SSM", optional=True),
+    "loss_type": Param("str", "training loss", choices=("CE", "BPR", "SampledSoftmax")),
+    "sampled_softmax_negatives": Param(
+        "int", "shared negatives per batch for loss_type SampledSoftmax", low=1, optional=True
+    ),
+    "sampled_softmax_sampler": Param(
+        "str", "proposal of loss_type SampledSoftmax's negatives", choices=("uniform", "popularity"), optional=True
+    ),
+    "sampled_softmax_logq": Param("bool", "logQ correction of loss_type SampledSoftmax", optional=True),
     "MAX_ITEM_LIST_LENGTH": Param("int", "longest item sequence", low=1),
     "train_mode": Param("str", "training examples", choices=TRAIN_MODES, optional=True),
     "initializer_range": Param("float", "std of the N(0, std) init of Linear and Embedding weights", low=0, optional=True),
@@ -58,20 +61,72 @@ MAMBA_PARAMS: Dict[str, Param] = {
 }
 
 
-def _trim(item_seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Drop the columns after the longest sequence (right padding only)."""
+def trim_padding(item_seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Drop the columns after the longest sequence (right padding only).
+
+    The models are causal, so those columns cannot change any output that is read.
+    """
     longest = int(lengths.max()) if lengths.numel() else item_seq.shape[1]
     return item_seq[:, : max(1, longest)]
 
 
-class HyperSequentialRecommender(SequentialRecommender):
-    """Base class of the plugin's sequential recommenders.
+class MambaSequentialRecommender(SequentialRecommender):
+    """Base class of the plugin's sequential recommenders: a stack of Mamba layers over item embeddings.
 
-    Subclasses set ``hyper_parameters`` (a dict of :class:`Param`) and may
-    override :meth:`check_config` for checks that involve several keys.
+    **What a model provides** (checked where a mistake would otherwise go unnoticed):
+
+    * ``hyper_parameters``: its keys as a dict of :class:`~recbole_hyper.config.params.Param`
+      (checked before any data is loaded); :meth:`check_config` for checks across keys.
+    * In ``__init__``, after ``super().__init__(config, dataset)``:
+
+      - ``self.item_embedding``: ``nn.Embedding(n_items, d, padding_idx=0)``; the default
+        scoring table and the dtype of streaming states;
+      - ``self.mamba_layers``: an ``nn.ModuleList`` of
+        :class:`~recbole_hyper.layers.mamba_layer.MambaLayer`, normally
+        :meth:`build_layers` (``num_layers`` layers of :meth:`build_mixer` and
+        :meth:`build_ffn`); each mixer has ``empty_state`` and ``step`` for streaming;
+      - last, ``self.init_weights(config)``: RecBole's initialisation of every module built
+        before it, then :meth:`init_extra`.
+
+    * :meth:`embed` ``(item_seq, positions=None)``: the input representation, (batch, L, d_in);
+      ``positions`` are the items' positions in their sequences (0..L-1 when None).
+    * ``forward(item_seq, item_seq_len, target_mask=None)``: the method of the paper, written
+      out: :meth:`embed`, :meth:`run_layers`, then :meth:`readout`; returns the representation
+      after each sequence's last item, (batch, d_out), or, with ``target_mask`` (batch, L), at
+      every marked position, (n, d_out) (full-sequence training).
+
+    **Optional hooks**: :meth:`readout` (map the last layer's output to scoring space);
+    :meth:`item_table` (the items' scoring table); :meth:`score_all`, :meth:`score_items`,
+    :meth:`score_candidates` for scores other than dot products with :meth:`item_table`, which
+    then also set ``dot_product_scores = False`` (a class that overrides :meth:`score_all` must
+    say which it is: with dot-product scores the cross-entropy is computed in blocks of rows,
+    never holding the (targets, items) logits, so a wrong claim would train on other scores);
+    :meth:`build_mixer`, :meth:`build_ffn`, :meth:`layer_residual`, ``ffn_first``;
+    ``redraw_weights`` and :meth:`init_extra`; :meth:`epoch_report`.
+
+    **Extra loss terms**: call :meth:`add_loss` ``(name, value)`` in a training forward pass.
+    Mixture-of-experts layers' balance terms are collected as ``load_balance_<layer>``.
+    :meth:`calculate_loss` returns ``(main, *extra)``, RecBole's trainer adds them up, and the
+    plugin's trainer logs each under its name (:attr:`loss_names`).
+
+    **What a model gets**: training pairs in both training modes (:meth:`training_pairs`), the
+    losses (``loss_type`` CE, BPR or SampledSoftmax), RecBole's ``predict`` and
+    ``full_sort_predict``, and the recurrent form (:meth:`stream_start`, :meth:`stream_step`).
     """
 
     hyper_parameters: Dict[str, Param] = COMMON_PARAMS
+
+    #: Scores are ``seq_output @ item_table().T``.  A class that overrides :meth:`score_all`
+    #: must set this itself (see the class docstring).
+    dot_product_scores: bool = True
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "score_all" in vars(cls) and "dot_product_scores" not in vars(cls):
+            raise TypeError(
+                f"{cls.__name__} overrides score_all: set dot_product_scores = True if its scores are still "
+                "seq_output @ item_table().T (the cross-entropy is then computed in blocks), False otherwise."
+            )
 
     @classmethod
     def check_config(cls, config) -> None:
@@ -85,11 +140,11 @@ class HyperSequentialRecommender(SequentialRecommender):
         self.hidden_size = config["hidden_size"]
         self.loss_type = config["loss_type"]
         self.loss_fct = BPRLoss() if self.loss_type == "BPR" else nn.CrossEntropyLoss()
-        if self.loss_type == "SSM":
-            self.ssm_negatives = int(config["ssm_negatives"] or 1024)
-            self.ssm_logq = config["ssm_logq"] is not False
+        if self.loss_type == "SampledSoftmax":
+            self.sampled_softmax_negatives = int(config["sampled_softmax_negatives"] or 1024)
+            self.sampled_softmax_logq = config["sampled_softmax_logq"] is not False
             counts = None
-            if (config["ssm_sampler"] or "uniform") == "popularity":
+            if (config["sampled_softmax_sampler"] or "uniform") == "popularity":
                 # Popularity: the number of training users of each item.
                 items = training_edges(dataset)[:, 1]
                 counts = torch.as_tensor(np.bincount(items, minlength=self.n_items))
@@ -98,6 +153,9 @@ class HyperSequentialRecommender(SequentialRecommender):
         std, eps = config["initializer_range"], config["layer_norm_eps"]
         self.initializer_range = 0.02 if std is None else float(std)
         self.layer_norm_eps = 1e-12 if eps is None else float(eps)
+        self._extra_losses: Dict[str, torch.Tensor] = {}
+        #: Names of the parts of the last :meth:`calculate_loss` tuple.
+        self.loss_names = ("loss",)
 
     # ------------------------------------------------------------------ model
     def embed(self, item_seq: torch.Tensor, positions: torch.Tensor = None) -> torch.Tensor:
@@ -108,34 +166,37 @@ class HyperSequentialRecommender(SequentialRecommender):
         """
         raise NotImplementedError
 
-    def encode(self, item_seq, item_seq_len, positions=None) -> torch.Tensor:
-        """Sequence representation at every position, (batch, L, d).
+    def run_layers(self, x: torch.Tensor, mask: torch.Tensor, output_at: Optional[torch.Tensor] = None):
+        """``self.mamba_layers`` over x (batch, L, d_in): (batch, L, d) at every position.
 
-        With ``positions`` (batch,), only the representation at
-        ``positions[b]`` of each row, (batch, d); the last layer uses this to
-        skip work that no output depends on.  The default runs
-        :meth:`embed` and then ``self.mamba_layers``.
+        With ``output_at`` (batch,) time indices, only the output at
+        ``output_at[b]`` of each row, (batch, d): the last layer then skips the
+        work that no output depends on.  ``mask`` (batch, L) marks real items.
         """
-        mask = item_seq > 0
-        x = self.embed(item_seq)
         last = len(self.mamba_layers) - 1
         for i, layer in enumerate(self.mamba_layers):
-            x = layer(x, mask, positions if i == last else None)
+            x = layer(x, mask, output_at if i == last else None)
         return x
 
     def readout(self, h: torch.Tensor) -> torch.Tensor:
-        """Map encoder outputs (..., d) to what the scoring functions take (identity here)."""
+        """Map the last layer's outputs (..., d) to what the scoring functions take (identity here)."""
         return h
 
-    def forward(self, item_seq, item_seq_len):
-        """Representation at each sequence's last item, (batch, d).
+    @staticmethod
+    def read_at(h: torch.Tensor, target_mask: Optional[torch.Tensor]) -> torch.Tensor:
+        """The outputs :meth:`run_layers` gave that are read: all of them (already at the last
+        item), or those at the positions ``target_mask`` marks."""
+        return h if target_mask is None else h[target_mask]
 
-        Sequences are right-padded, so for these causal models the columns
-        after the longest sequence of the batch cannot change the result and
-        are dropped.
-        """
-        item_seq = _trim(item_seq, item_seq_len)
-        return self.readout(self.encode(item_seq, item_seq_len, positions=item_seq_len - 1))
+    @staticmethod
+    def last_index(item_seq_len: torch.Tensor, target_mask: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        """``output_at`` for :meth:`run_layers`: each sequence's last item, or None (every
+        position) when ``target_mask`` asks for several."""
+        return item_seq_len - 1 if target_mask is None else None
+
+    def forward(self, item_seq, item_seq_len, target_mask=None):
+        """The next-item representation; each model writes its own (see the class docstring)."""
+        raise NotImplementedError
 
     # -------------------------------------------------------------- streaming
     def stream_start(self, batch: int = 1, device=None, dtype=None) -> Dict[str, object]:
@@ -265,18 +326,20 @@ class HyperSequentialRecommender(SequentialRecommender):
         return lines
 
     # ----------------------------------------------------------------- losses
-    def aux_losses(self) -> List[torch.Tensor]:
-        """Auxiliary loss terms produced by the last training forward pass.
+    def add_loss(self, name: str, value: torch.Tensor) -> None:
+        """Add a named scalar term to this training step's loss (call it in the forward pass)."""
+        self._extra_losses[name] = value
 
-        Any submodule that sets ``self.aux_loss`` (a scalar tensor) during its
-        forward pass contributes; the value is consumed here.
-        """
-        terms = []
-        for module in self.modules():
-            value = getattr(module, "aux_loss", None)
+    def extra_losses(self) -> Dict[str, torch.Tensor]:
+        """The named extra terms of the last forward pass, consumed: the model's own
+        (:meth:`add_loss`), then each mixture-of-experts layer's balance term."""
+        terms, self._extra_losses = self._extra_losses, {}
+        for i, layer in enumerate(getattr(self, "mamba_layers", ())):
+            ffn = getattr(layer, "ffn", None)
+            value = getattr(ffn, "balance_loss", None)
             if value is not None:
-                terms.append(value)
-                module.aux_loss = None
+                terms[f"load_balance_{i}"] = value
+                ffn.balance_loss = None
         return terms
 
     def training_pairs(self, interaction):
@@ -295,46 +358,46 @@ class HyperSequentialRecommender(SequentialRecommender):
             targets = interaction[self.POS_ITEM_ID]
             negatives = interaction[self.NEG_ITEM_ID] if self.loss_type == "BPR" else None
             return out, targets, negatives
-        item_seq = _trim(item_seq, lengths)
-        targets_seq = targets_seq[:, : item_seq.shape[1]]
-        mask = targets_seq > 0
-        out = self.readout(self.encode(item_seq, lengths)[mask])
-        targets = targets_seq[mask]
+        width = trim_padding(item_seq, lengths).shape[1]
+        mask = targets_seq[:, :width] > 0
+        out = self.forward(item_seq, lengths, target_mask=mask)
+        targets = targets_seq[:, :width][mask]
         negatives = None
         if self.loss_type == "BPR":
             negatives = uniform_negatives(targets, self.n_items)
         return out, targets, negatives
 
     def main_loss(self, out, targets, negatives=None) -> torch.Tensor:
-        if self.loss_type == "SSM":
-            shared = self.candidate_sampler(self.ssm_negatives)
-            log_q = self.candidate_sampler.log_q if self.ssm_logq else None
+        if self.loss_type == "SampledSoftmax":
+            shared = self.candidate_sampler(self.sampled_softmax_negatives)
+            log_q = self.candidate_sampler.log_q if self.sampled_softmax_logq else None
             return sampled_softmax_loss(
                 self.score_items(out, targets), self.score_candidates(out, shared), targets, shared, log_q
             )
         if self.loss_type == "BPR":
             return self.loss_fct(self.score_items(out, targets), self.score_items(out, negatives))
-        if type(self).score_all is HyperSequentialRecommender.score_all:
+        if self.dot_product_scores:
             # Dot-product scores: the same loss without materialising every logit.
             return linear_cross_entropy(out, self.item_table(), targets)
         return self.loss_fct(self.score_all(out), targets)
 
     def calculate_loss(self, interaction):
-        """Training loss; a tuple (main, aux...) when auxiliary terms exist.
+        """Training loss; a tuple (main, *extra) when extra terms exist, named by :attr:`loss_names`.
 
-        RecBole's trainer sums the tuple and logs each part.
+        RecBole's trainer sums the tuple; the plugin's trainer logs each part by name.
         """
         out, targets, negatives = self.training_pairs(interaction)
         loss = global_mean_part(self.main_loss(out, targets, negatives), targets)
-        aux = self.aux_losses()
-        return (loss, *aux) if aux else loss
+        extra = self.extra_losses()
+        self.loss_names = ("main", *extra) if extra else ("loss",)
+        return (loss, *extra.values()) if extra else loss
 
     def predict(self, interaction):
         seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
-        self.aux_losses()
+        self.extra_losses()
         return self.score_items(seq_output, interaction[self.ITEM_ID])
 
     def full_sort_predict(self, interaction):
         seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
-        self.aux_losses()
+        self.extra_losses()
         return self.score_all(seq_output)

@@ -37,14 +37,9 @@ else is our documented reconstruction ([design], each behind a key):
    reference code).  ``vgae_fusion``: what the sequence model receives,
    ``mean`` (mu, in training as in evaluation), ``sample`` (the
    reparameterised sample in training, mu in evaluation) or ``residual``
-   (the propagated graph embeddings plus mu).  [design] ``mean`` is the default: with
-   ``sample``, noise of standard deviation ~1 (the KL's optimum) enters the
-   item table in training only, and HM2Rec's validation NDCG@10 collapsed
-   after the first epoch and stayed flat for several (see the README's
-   HM2Rec curves).  ``residual`` starts faster (ml-100k, seed 2020, 8
-   epochs: validation NDCG@10 0.026 after epoch 0 against 0.016, best 0.066
-   against 0.062) but tested lower in that run (0.048 against 0.053); one
-   seed does not settle it, and the ablation table was made with ``mean``.
+   (the propagated graph embeddings plus mu).  [design] ``mean`` is the default:
+   with ``sample`` the reparameterisation noise enters the item table in
+   training only (evidence in ``docs/hm2rec_reconstruction.md``).
    ``use_vgae: False`` uses the graph embeddings directly.
 3. **Fusion**: the item representation of the sequence model (input
    embeddings and the tied scoring table) is the ID embedding plus a learned
@@ -74,6 +69,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from recbole_hyper.config.params import HyperParameterError, Param, check_params
 from recbole_hyper.data import training_edges
 from recbole_hyper.layers.graph import (
     VGAE,
@@ -86,13 +82,33 @@ from recbole_hyper.layers.lorentz import Lorentz
 from recbole_hyper.layers.mamba import Mamba
 from recbole_hyper.layers.moe import MoEFeedForward, check_moe_settings
 from recbole_hyper.layers.rope import RoPEMamba, rotate_pairs
-from recbole_hyper.models.base import COMMON_PARAMS, MAMBA_PARAMS, HyperSequentialRecommender
-from recbole_hyper.params import HyperParameterError, Param, check_params
+from recbole_hyper.models.base import COMMON_PARAMS, MAMBA_PARAMS, MambaSequentialRecommender, trim_padding
 
 __all__ = ["HM2Rec"]
 
 
-class HM2Rec(HyperSequentialRecommender):
+class HM2Rec(MambaSequentialRecommender):
+    """HM2Rec: hyperbolic graph convolution and a VGAE feeding a RoPE-Mamba with a mixture of experts.
+
+    Paper: Liu, Qi, Mao, Liu, Fan, Ni, Zhang, Zhang, Tian, Beheshti, AAAI 2026.  No code
+    is public and the abstract names only the four components; everything else is our
+    reconstruction, each choice a [design] key (module docstring; the evidence behind
+    the defaults is in ``docs/hm2rec_reconstruction.md``).
+
+    Method (:meth:`forward`): (1) the user-item graph of the training split is propagated
+    on the Lorentz model (HGCF), (2) a VGAE encodes the propagated nodes, (3) each item's
+    table row is its ID embedding plus a learned projection of its graph embedding, (4) the
+    sequence of table rows runs through RoPE-Mamba layers whose (5) feed-forward block is a
+    routed mixture of experts; items are scored by dot product with the same table.  The
+    loss adds ``graph`` (HGCF's margin loss and the VGAE's reconstruction + KL, weighted)
+    and, with ``lambda_lb`` > 0, ``load_balance_<layer>``.
+
+    Keys that matter (``properties/model/HM2Rec.yaml``): ``use_hyperbolic``, ``curvature``,
+    ``gcn_layers`` (2), ``graph_loss``/``graph_loss_weight``/``margin``, ``use_vgae``,
+    ``vgae_weight``, ``vgae_decoder``, ``vgae_fusion`` (mean), ``rope_mode`` (bc),
+    ``use_moe``, ``n_experts`` (4), ``top_k`` (2), ``dropout_prob`` (0.3).
+    """
+
     hyper_parameters = {
         **COMMON_PARAMS,
         **MAMBA_PARAMS,
@@ -186,7 +202,6 @@ class HM2Rec(HyperSequentialRecommender):
         self.LayerNorm = nn.LayerNorm(d, eps=self.layer_norm_eps)
         self.dropout = nn.Dropout(self.dropout_prob)
         self.mamba_layers = self.build_layers(config)
-        self.aux_loss = None
         self._table = None
         self.init_weights(config)
 
@@ -242,7 +257,8 @@ class HM2Rec(HyperSequentialRecommender):
                 out = (tangent + mu)[self.n_users :]
             else:
                 out = (z if self.vgae_fusion == "sample" else mu)[self.n_users :]
-        self.aux_loss = sum(losses) if losses else None
+        if losses:
+            self.add_loss("graph", sum(losses))
         return out
 
     def node_sqdist(self, points: torch.Tensor, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
@@ -319,6 +335,15 @@ class HM2Rec(HyperSequentialRecommender):
             self._table = None  # do not keep this step's autograd graph alive
 
     # ---------------------------------------------------------- the sequence
+    def forward(self, item_seq, item_seq_len, target_mask=None):
+        """The sequence representation after each sequence's last item, (batch, d), or at the
+        positions ``target_mask`` marks; scored against :meth:`item_table`."""
+        item_seq = trim_padding(item_seq, item_seq_len)
+        self.item_table()  # 1.-3. graph convolution on H^d_K, VGAE, fusion (once per step, reused)
+        x = self.embed(item_seq)  # table rows (RoPE here with rope_mode 'input'), dropout, LayerNorm
+        h = self.run_layers(x, item_seq > 0, self.last_index(item_seq_len, target_mask))  # 4. RoPE-Mamba, 5. MoE
+        return self.read_at(h, target_mask)
+
     def embed(self, item_seq, positions=None):
         x = self.item_table()[item_seq]
         if self.rope_mode == "input":

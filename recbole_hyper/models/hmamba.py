@@ -58,11 +58,11 @@ import torch
 import torch.nn as nn
 from geoopt.manifolds.lorentz.math import arcosh
 
+from recbole_hyper.config.params import Param
 from recbole_hyper.layers.curvature import CurvatureAwareMamba
 from recbole_hyper.layers.lorentz import Lorentz
 from recbole_hyper.layers.mamba import Mamba
-from recbole_hyper.models.base import COMMON_PARAMS, MAMBA_PARAMS, HyperSequentialRecommender
-from recbole_hyper.params import Param
+from recbole_hyper.models.base import COMMON_PARAMS, MAMBA_PARAMS, MambaSequentialRecommender, trim_padding
 
 __all__ = ["HMamba"]
 
@@ -70,7 +70,29 @@ _SQDIST_MAX = 30.0
 _SQDIST_THETA_MAX = 10.0
 
 
-class HMamba(HyperSequentialRecommender):
+class HMamba(MambaSequentialRecommender):
+    """HMamba: hyperbolic Mamba on the Lorentz model, in its Full and Half variants.
+
+    Paper: Zhang, Wen, Yuan, Chen, Yang, Yiu, Yin, "HMamba: Hyperbolic Mamba for
+    Sequential Recommendation", arXiv 2505.09205 (later ACM TOIS).  Code: public (a
+    fork of Mamba4Rec's); the defaults follow it (Full, K = 1, squared-distance
+    scores, norm regulariser).  The paper's forms are switches: ``score: dist``,
+    ``half_form: paper``, ``curvature_aware_A``.  Reconstructed ([design]): the
+    tangent-norm clip before exp_o, no residual around a first layer of width d + 1,
+    the exact log map (module docstring).
+
+    Method (:meth:`forward`): items lifted onto the hyperboloid by exp_o, dropout and
+    LayerNorm over the d + 1 coordinates, Mamba layers (the first takes d + 1 inputs),
+    then :meth:`readout`: Full re-projects the output onto the hyperboloid and scores
+    items by Lorentz distance; Half maps it back by log_o and scores by dot product.
+    Full's loss adds ``norm_reg`` (``norm_reg_weight`` * mean norm of the lifted inputs).
+
+    Keys that matter (``properties/model/HMamba.yaml``): ``variant`` (full),
+    ``half_form`` (code), ``score`` (sqdist), ``curvature`` (1.0), ``learn_curvature``,
+    ``curvature_aware_A``, ``norm_reg_weight`` (1 for Full), ``max_tangent_norm`` (15),
+    ``dropout_prob`` (0.1), ``topk`` (10/20/40, as the code).
+    """
+
     hyper_parameters = {
         **COMMON_PARAMS,
         **MAMBA_PARAMS,
@@ -104,7 +126,6 @@ class HMamba(HyperSequentialRecommender):
         self.LayerNorm = nn.LayerNorm(self.d_in, eps=self.layer_norm_eps)
         self.curvature_aware_A = bool(config["curvature_aware_A"])
         self.mamba_layers = self.build_layers(config)
-        self.aux_loss = None
         self.init_weights(config)
 
     # ---------------------------------------------------------------- layers
@@ -136,8 +157,16 @@ class HMamba(HyperSequentialRecommender):
             return self.LayerNorm(self.dropout(self.item_embedding(item_seq)))
         x = self.lorentz.expmap0(self.item_embedding(item_seq))
         if self.training and self.norm_reg_weight > 0:
-            self.aux_loss = self.norm_reg_weight * x.norm(dim=-1).mean()
+            self.add_loss("norm_reg", self.norm_reg_weight * x.norm(dim=-1).mean())
         return self.LayerNorm(self.dropout(x))
+
+    def forward(self, item_seq, item_seq_len, target_mask=None):
+        """The user representation: a point u on H^d_K (Full), log_o(u) or h (Half), after each
+        sequence's last item, or at the positions ``target_mask`` marks."""
+        item_seq = trim_padding(item_seq, item_seq_len)
+        x = self.embed(item_seq)  # 1. exp_o([0; e]) onto H^d_K, dropout, LayerNorm over d + 1 coordinates
+        h = self.run_layers(x, item_seq > 0, self.last_index(item_seq_len, target_mask))  # Mamba layers -> R^d
+        return self.readout(self.read_at(h, target_mask))  # 2. Full: lift onto H^d_K; 3. Half: log_o
 
     def readout(self, h: torch.Tensor) -> torch.Tensor:
         """Full: the user point u on H^d_K, (..., d+1); Half: log_o(u) (code) or h (paper), (..., d)."""
@@ -149,6 +178,11 @@ class HMamba(HyperSequentialRecommender):
         return self.lorentz.logmap0(u)[..., 1:]
 
     # --------------------------------------------------------------- scoring
+    #: Full scores by distance.  Half's scores are dot products with the item table, but Half
+    #: keeps the full-logit cross-entropy it has always been trained with (the blocked one
+    #: gives the same loss up to float rounding, which would change its results in the last bits).
+    dot_product_scores = False
+
     def item_points(self) -> torch.Tensor:
         """p_v = exp_o([0; E_v]) for every item, (n_items, d+1)."""
         return self.lorentz.expmap0(self.item_embedding.weight)

@@ -29,9 +29,9 @@ from __future__ import annotations
 
 from typing import List
 
+from recbole_hyper.config.params import HyperParameterError, Param, check_params
 from recbole_hyper.layers.moe import MoEFeedForward, check_moe_settings
 from recbole_hyper.models.mamba4rec import Mamba4Rec
-from recbole_hyper.params import HyperParameterError, Param, check_params
 
 __all__ = ["HyMoERec", "MOE_PARAMS"]
 
@@ -47,6 +47,25 @@ MOE_PARAMS = {
 
 
 class HyMoERec(Mamba4Rec):
+    """HyMoERec: Mamba4Rec with a hybrid mixture of experts in place of the feed-forward block.
+
+    Paper: Li, Sun, Lim, AAAI-26 student abstract (arXiv 2511.06388).  No code is public;
+    the abstract gives the hybrid MoE (shared dense FFN + top-K routed experts),
+    adaptive fusion with a warm-up ramp and the load-balance term.  Reconstructed
+    ([design], each a key): the backbone is Mamba4Rec, the router's shape
+    (``moe_router``), one learnable fusion parameter per layer, a full-softmax
+    balance term (module docstring).
+
+    Method (:meth:`forward`, as Mamba4Rec's): embeddings, Mamba layers whose
+    feed-forward block is :class:`~recbole_hyper.layers.moe.MoEFeedForward`
+    (``y = FFN(x) + alpha * sum_{TopK} g_i f_i(x)``), dot-product scores; the
+    training loss adds each layer's balance term (``load_balance_<layer>``).
+
+    Keys that matter (``properties/model/HyMoERec.yaml``): Mamba4Rec's, and
+    ``n_experts`` (4), ``top_k`` (2), ``moe_warmup_steps`` (500), ``lambda_lb``
+    (0.02), ``moe_router`` (mlp), ``moe_shared_expert`` (True), ``moe_fusion`` (adaptive).
+    """
+
     hyper_parameters = {**Mamba4Rec.hyper_parameters, **MOE_PARAMS}
 
     @classmethod
@@ -80,3 +99,8 @@ class HyMoERec(Mamba4Rec):
 
     def moe_layers(self) -> List[MoEFeedForward]:
         return [layer.ffn for layer in self.mamba_layers]
+
+    def forward(self, item_seq, item_seq_len, target_mask=None):
+        """Mamba4Rec's forward: embeddings, then Mamba layers whose feed-forward block is the
+        hybrid mixture of experts (built by :meth:`build_ffn`; its balance terms join the loss)."""
+        return super().forward(item_seq, item_seq_len, target_mask)

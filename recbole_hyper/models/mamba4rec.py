@@ -20,12 +20,29 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from recbole_hyper.models.base import COMMON_PARAMS, MAMBA_PARAMS, HyperSequentialRecommender
+from recbole_hyper.models.base import COMMON_PARAMS, MAMBA_PARAMS, MambaSequentialRecommender, trim_padding
 
 __all__ = ["Mamba4Rec"]
 
 
-class Mamba4Rec(HyperSequentialRecommender):
+class Mamba4Rec(MambaSequentialRecommender):
+    """Mamba4Rec: selective state spaces for sequential recommendation.
+
+    Paper: Liu, Lin, Wang, Liu, Caverlee, "Mamba4Rec: Towards Efficient Sequential
+    Recommendation with Selective State Space Models", arXiv 2403.03900 (2024).
+    Code: public, RecBole-based; this class follows it and reconstructs nothing.
+
+    Method (see :meth:`forward`): item embeddings, dropout, LayerNorm; ``num_layers``
+    Mamba layers (Mamba-1 block, dropout, LayerNorm, a residual connection only when
+    layers are stacked, then a position-wise feed-forward block); the output at the
+    last item scores every item by dot product with the item-embedding table.
+
+    Keys that matter (``properties/model/Mamba4Rec.yaml``): ``hidden_size`` (64),
+    ``num_layers`` (1), ``dropout_prob`` (0.2; 0.4 on the Amazon datasets),
+    ``d_state`` (32), ``d_conv`` (4), ``expand`` (2), ``loss_type`` (CE),
+    ``train_mode``, ``scan_backend``, ``mamba_native_init`` ([design], False).
+    """
+
     hyper_parameters = {**COMMON_PARAMS, **MAMBA_PARAMS}
 
     def __init__(self, config, dataset):
@@ -42,3 +59,11 @@ class Mamba4Rec(HyperSequentialRecommender):
     def embed(self, item_seq, positions=None):
         """Input representation of the sequence, (batch, L, d); no position enters."""
         return self.LayerNorm(self.dropout(self.item_embedding(item_seq)))
+
+    def forward(self, item_seq, item_seq_len, target_mask=None):
+        """The representation that scores the next item: (batch, d) after each sequence's
+        last item, or (n, d) at the positions ``target_mask`` marks."""
+        item_seq = trim_padding(item_seq, item_seq_len)
+        x = self.embed(item_seq)  # 1. embeddings, dropout, LayerNorm
+        h = self.run_layers(x, item_seq > 0, self.last_index(item_seq_len, target_mask))  # 2. Mamba layers
+        return self.read_at(h, target_mask)  # 3. scored against item_embedding (score_all)

@@ -465,7 +465,7 @@ def selective_scan_time_major(
     delta_bias: Optional[torch.Tensor] = None,
     delta_softplus: bool = False,
     return_last_state: bool = False,
-    positions: Optional[torch.Tensor] = None,
+    output_at: Optional[torch.Tensor] = None,
     block_elems: int = _DEFAULT_BLOCK_ELEMS,
 ):
     """Selective scan on time-major tensors with the PyTorch backend.
@@ -475,7 +475,7 @@ def selective_scan_time_major(
     (L, batch, ED) and, with ``return_last_state``, the state after the last
     step, (batch, ED, N).  Half-precision inputs are computed in float32.
 
-    With ``positions`` (batch,) of time indices, only y[positions[b], b] is
+    With ``output_at`` (batch,) of time indices, only y[output_at[b], b] is
     computed and returned, shape (batch, ED), with the parallel form of
     :class:`_ScanAtPositionsFn`; ``z`` may then be given at those positions
     only, (batch, ED).
@@ -508,18 +508,18 @@ def selective_scan_time_major(
         B.to(compute),
         C.to(compute),
     )
-    if positions is not None:
+    if output_at is not None:
         if return_last_state:
-            raise ValueError("return_last_state and positions cannot be combined.")
-        positions = positions.to(device=u.device, dtype=torch.long)
-        if positions.shape != (batch,) or (positions.numel() and (positions.min() < 0 or positions.max() >= L)):
-            raise ValueError(f"positions must be (batch,) = ({batch},) time indices in [0, {L}).")
-        y = _ScanAtPositionsFn.apply(*core, positions, block_elems).reshape(batch, ED)
+            raise ValueError("return_last_state and output_at cannot be combined.")
+        output_at = output_at.to(device=u.device, dtype=torch.long)
+        if output_at.shape != (batch,) or (output_at.numel() and (output_at.min() < 0 or output_at.max() >= L)):
+            raise ValueError(f"output_at must be (batch,) = ({batch},) time indices in [0, {L}).")
+        y = _ScanAtPositionsFn.apply(*core, output_at, block_elems).reshape(batch, ED)
         rows = torch.arange(batch, device=u.device)
         if D is not None:
-            y = y + uc[positions, rows] * D.to(compute)
+            y = y + uc[output_at, rows] * D.to(compute)
         if z is not None:
-            y = y * F.silu((z[positions, rows] if z.dim() == 3 else z).to(compute))
+            y = y * F.silu((z[output_at, rows] if z.dim() == 3 else z).to(compute))
         return y.to(out_dtype)
     grad = torch.is_grad_enabled() and any(t.requires_grad for t in (u, delta, A, B, C))
     res = _SelectiveScanFn.apply(*core, block_elems, return_last_state, grad)
