@@ -6,6 +6,21 @@ from setuptools import find_packages, setup
 
 HERE = Path(__file__).parent
 
+# What RecBole 1.2.1 imports on the paths recbole-hyper and its stock pipeline use (its own
+# requirements minus ray, which recbole_hyper.compat does without).
+RECBOLE_IMPORTS = [
+    "tqdm>=4.48.2",
+    "colorlog>=4.7.2",
+    "colorama>=0.4.4",
+    "scikit-learn>=0.23.2",
+    "tensorboard>=2.5",
+    "thop>=0.1.1.post2207130030",
+    "tabulate>=0.8.10",
+    "texttable>=0.9",
+    "psutil>=5.9",
+    "plotly>=4",
+]
+
 setup(
     name="recbole-hyper",
     version="0.2.0",
@@ -16,7 +31,7 @@ setup(
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="MIT",
-    python_requires=">=3.9,<3.12",  # RecBole 1.2.1 needs ray<=2.6.3, which has no wheels for 3.12+
+    python_requires=">=3.9",
     packages=find_packages(include=["recbole_hyper", "recbole_hyper.*"])
     + ["recbole_hyper.properties"],
     # The yaml defaults live in the top-level properties/ folder (RecBole's
@@ -26,7 +41,11 @@ setup(
     package_dir={"recbole_hyper.properties": "properties"},
     package_data={"recbole_hyper.properties": ["**/*.yaml"]},
     install_requires=[
-        "recbole==1.2.1",
+        # RecBole 1.2.1 pins ray<=2.6.3, which has no wheels for Python 3.12+: there, install
+        # RecBole with `pip install --no-deps recbole==1.2.1` first (README); the packages it
+        # really imports are listed below for every Python.
+        "recbole==1.2.1; python_version < '3.12'",
+        *RECBOLE_IMPORTS,
         "torch>=2.6",
         "geoopt>=0.5",
         "scipy>=1.10",
@@ -34,12 +53,9 @@ setup(
         # RecBole's HyperTuning (recbole-hyper tune) searches with hyperopt; its exhaustive
         # search passes a RandomState, which hyperopt >= 0.2.7 no longer accepts (RecBole pins 0.2.5).
         "hyperopt==0.2.5",
-        # RecBole 1.2.1 predates NumPy 2 and pandas 3 (see README, "Supported stack").
-        "numpy>=1.24,<2",
-        "pandas>=2.0,<3",
-        # ray 2.6.3, which recbole.quick_start imports, needs pkg_resources
-        # (removed in setuptools 82); torch needs setuptools>=77.
-        "setuptools>=77,<82",
+        # NumPy 2, pandas 3 and SciPy's removals are worked around in recbole_hyper.compat.
+        "numpy>=1.24",
+        "pandas>=2.0",
     ],
     extras_require={
         "test": ["pytest>=7", "ruff==0.17.6"],

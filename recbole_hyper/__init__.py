@@ -14,9 +14,11 @@ RecBole/torch fixes in ``compat``, and the ``recbole-hyper`` command in ``cli``.
 import warnings as _warnings
 
 from recbole_hyper.compat import check_stack as _check_stack
+from recbole_hyper.compat import patch_stack as _patch_stack
 from recbole_hyper.compat import silence_known_warnings as _silence_known_warnings
 
 _check_stack()
+_patch_stack()
 _silence_known_warnings()
 
 from recbole_hyper.compat import load_checkpoint  # noqa: E402

@@ -1,13 +1,35 @@
-"""Fixes for running RecBole 1.2.1 on the current PyTorch/NumPy/pandas stack.
+"""Fixes for running RecBole 1.2.1 on the current PyTorch/NumPy/pandas/SciPy stack.
 
-RecBole 1.2.1 is the latest release and predates several changes.  What this
-module does, and why:
+RecBole 1.2.1 is the latest release and predates several changes.  Each fix
+below is targeted: it restores what RecBole needs and changes nothing else
+(:func:`patch_stack` applies them when ``recbole_hyper`` is imported).
 
-* **Version guard.**  RecBole's ``Config`` assigns ``np.float_`` and friends,
-  which NumPy 2 removed, and its dataset code relies on pandas 2's
-  ``fillna(..., inplace=True)``, which pandas 3's copy-on-write turns into a
-  no-op.  recbole-hyper therefore requires ``numpy<2`` and ``pandas<3``;
-  :func:`check_stack` says so clearly instead of failing deep inside RecBole.
+* **NumPy 2.**  RecBole's ``Config`` reads ``np.float_``, ``np.complex_`` and
+  ``np.unicode_``, which NumPy 2 removed.  :func:`restore_numpy_aliases` gives
+  exactly those three names their NumPy 1 meanings (``float64``, ``complex128``,
+  ``str_``) when they are missing; nothing else in NumPy changes.
+* **pandas 3.**  RecBole fills missing values with chained
+  ``df[field].fillna(..., inplace=True)``, which pandas 3's copy-on-write turns
+  into a no-op (missing values would stay, or crash later).
+  :func:`fill_missing_values_under_pandas3` gives RecBole's ``Dataset`` (and so
+  the plugin's dataset class, and RecBole's own in the stock pipeline) a
+  ``_fill_nan`` that assigns the filled column back, and fills empty cells of
+  sequence columns as RecBole's reader means to.  RecBole also takes each
+  sequence's length with ``Series.agg(len)``, which pandas 3 answers with the
+  length of the Series: while a dataset is built, ``agg(len)`` gives the
+  elements' lengths again.  With pandas 2 nothing is changed.
+* **SciPy.**  RecBole's graph models (LightGCN, NGCF, NCL, GCMC, SpectralCF,
+  KGIN, MCCLK) build their adjacency with ``dok_matrix._update``, which SciPy
+  removed.  :func:`restore_dok_update` adds that one method back (a dict
+  update of the entries) when it is missing.
+* **ray.**  ``recbole.quick_start`` imports ``ray.tune`` at import time, for
+  one call: ``tune.report(...)`` at the end of ``objective_function``, a no-op
+  outside a ray session.  ray 2.6.3 (RecBole's pin) has no wheels for Python
+  3.12+ and needs ``pkg_resources`` (gone from setuptools 82).  When ray
+  cannot be imported, :func:`quick_start_without_ray` lets RecBole's
+  ``quick_start`` import with a stand-in for that one call (and says so once);
+  ``ray`` itself stays absent for everyone else.  The plugin's own paths never
+  import ``recbole.quick_start``.
 * **Checkpoints.**  Since torch 2.6, ``torch.load`` defaults to
   ``weights_only=True``, which cannot read RecBole checkpoints (they pickle the
   ``Config`` object with protocol 4).  :func:`load_checkpoint` loads them with
@@ -34,6 +56,7 @@ module does, and why:
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import pickle
 import sys
 import warnings
@@ -44,6 +67,11 @@ import torch
 
 __all__ = [
     "check_stack",
+    "patch_stack",
+    "restore_numpy_aliases",
+    "fill_missing_values_under_pandas3",
+    "restore_dok_update",
+    "quick_start_without_ray",
     "import_recbole_models",
     "load_checkpoint",
     "save_safely",
@@ -56,6 +84,17 @@ class StackError(ImportError):
     """The installed packages cannot run RecBole 1.2.1."""
 
 
+def check_stack() -> None:
+    """Raise :class:`StackError` saying what to install when RecBole itself is missing."""
+    if importlib.util.find_spec("recbole") is None:
+        raise StackError(
+            "recbole-hyper needs RecBole 1.2.1, which is not installed. On Python 3.12 and newer, "
+            "RecBole's own dependency pin (ray<=2.6.3) has no wheels: install it without its "
+            "dependencies, pip install --no-deps recbole==1.2.1 (recbole-hyper lists the packages "
+            "RecBole really imports); on older Pythons, pip install recbole==1.2.1."
+        )
+
+
 def _major(version: str) -> int:
     try:
         return int(version.split(".")[0])
@@ -63,28 +102,217 @@ def _major(version: str) -> int:
         return 0
 
 
-def check_stack() -> None:
-    """Raise :class:`StackError` with the fix when NumPy/pandas are too new."""
+def patch_stack() -> None:
+    """Apply every fix this module makes for the installed NumPy, pandas, SciPy and ray (idempotent)."""
+    restore_numpy_aliases()
+    fill_missing_values_under_pandas3()
+    restore_dok_update()
+    quick_start_without_ray()
+
+
+#: The NumPy 1 aliases RecBole 1.2.1 reads, with their NumPy 1 meanings.
+NUMPY1_ALIASES = {"float_": "float64", "complex_": "complex128", "unicode_": "str_"}
+
+
+def restore_numpy_aliases() -> list:
+    """Set the aliases of :data:`NUMPY1_ALIASES` that this NumPy lacks; returns the names set."""
     import numpy
+
+    restored = []
+    for alias, target in NUMPY1_ALIASES.items():
+        try:
+            getattr(numpy, alias)
+        except AttributeError:
+            setattr(numpy, alias, getattr(numpy, target))
+            restored.append(alias)
+    return restored
+
+
+_SEQUENCE_TYPES = (":token_seq", ":float_seq")
+
+
+class _PandasFillingSequences:
+    """pandas, as RecBole's dataset module sees it under pandas 3: ``read_csv`` fills the
+    empty cells of sequence columns (``name:token_seq``, ``name:float_seq``) with ``""``,
+    which RecBole's own chained ``fillna(..., inplace=True)`` no longer does."""
+
+    def __init__(self, pandas_module):
+        self._pandas = pandas_module
+
+    def __getattr__(self, name):
+        return getattr(self._pandas, name)
+
+    def read_csv(self, *args, **kwargs):
+        frame = self._pandas.read_csv(*args, **kwargs)
+        columns = [c for c in frame.columns if str(c).endswith(_SEQUENCE_TYPES)]
+        if columns:
+            frame[columns] = frame[columns].fillna("")
+        return frame
+
+
+def _fill_nan(self):
+    """RecBole's missing-value imputation, written so that pandas 3 applies it: a missing
+    token becomes ``[PAD]`` (0), a missing float the mean of the column, a missing sequence
+    an empty array."""
+    import numpy as np
+    from recbole.utils import FeatureType
+
+    for feat_name in self.feat_name_list:
+        feat = getattr(self, feat_name)
+        for field in feat:
+            ftype = self.field2type[field]
+            if ftype == FeatureType.TOKEN:
+                feat[field] = feat[field].fillna(value=0)
+            elif ftype == FeatureType.FLOAT:
+                feat[field] = feat[field].fillna(value=feat[field].mean())
+            else:
+                dtype = np.int64 if ftype == FeatureType.TOKEN_SEQ else np.float64
+                feat[field] = feat[field].apply(lambda x: np.array([], dtype=dtype) if isinstance(x, float) else x)
+
+
+def _with_elementwise_len(build):
+    """RecBole's dataset building (``Dataset._from_scratch``) with ``Series.agg(len)`` giving the
+    length of every element, as pandas 2 did and RecBole's sequence fields rely on (pandas 3
+    returns the length of the Series); every other ``agg`` is pandas' own, and the change lasts
+    only while the dataset is built."""
+    import functools
+
     import pandas
 
-    problems = []
-    if _major(numpy.__version__) >= 2:
-        problems.append(
-            f"numpy {numpy.__version__} is installed; RecBole 1.2.1 uses aliases "
-            "removed in NumPy 2 (np.float_, np.bool8...)"
+    @functools.wraps(build)
+    def wrapper(self, *args, **kwargs):
+        original = pandas.Series.agg
+
+        def agg(series, func=None, *a, **kw):
+            if func is len and not a and not kw:
+                return series.map(len)
+            return original(series, func, *a, **kw)
+
+        pandas.Series.agg = agg
+        try:
+            return build(self, *args, **kwargs)
+        finally:
+            pandas.Series.agg = original
+
+    wrapper._recbole_hyper = True
+    return wrapper
+
+
+def fill_missing_values_under_pandas3() -> bool:
+    """Under pandas 3, make RecBole's ``Dataset`` fill missing values and handle sequence fields
+    as it does under pandas 2 (see the module docstring).
+
+    Returns whether anything was changed (False under pandas 2, where RecBole's code works).
+    """
+    import pandas
+
+    if _major(pandas.__version__) < 3:
+        return False
+    import recbole.data.dataset.dataset as dataset_module
+
+    if not isinstance(dataset_module.pd, _PandasFillingSequences):
+        dataset_module.pd = _PandasFillingSequences(dataset_module.pd)
+    dataset_module.Dataset._fill_nan = _fill_nan
+    if not getattr(dataset_module.Dataset._from_scratch, "_recbole_hyper", False):
+        dataset_module.Dataset._from_scratch = _with_elementwise_len(dataset_module.Dataset._from_scratch)
+    return True
+
+
+def _dok_update(self, entries) -> None:
+    """``dok_matrix._update`` as SciPy < 1.12 had it: store the entries as they are."""
+    self._dict.update(entries)
+
+
+def restore_dok_update() -> bool:
+    """Give ``scipy.sparse.dok_matrix`` back the ``_update`` RecBole's graph models call; returns
+    whether it was missing."""
+    from scipy.sparse import dok_matrix
+
+    if hasattr(dok_matrix, "_update"):
+        return False
+    dok_matrix._update = _dok_update
+    return True
+
+
+class _RayStandIn:
+    """What ``recbole.quick_start`` uses of ray when ray cannot be imported: ``tune.report``."""
+
+    class tune:  # noqa: N801  (the attribute RecBole imports)
+        @staticmethod
+        def report(**metrics) -> None:
+            """A no-op, as ray's own is outside a ray session."""
+
+
+class _QuickStartFinder:
+    """Imports ``recbole.quick_start.quick_start`` with :class:`_RayStandIn` as ``ray`` when ray
+    cannot be imported; ``ray`` is back to absent for everyone else afterwards."""
+
+    target = "recbole.quick_start.quick_start"
+
+    def find_spec(self, name, path=None, target=None):
+        if name != self.target or _ray_importable():
+            return None
+        import importlib.machinery
+
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(name, path, target)
+            if spec is not None:
+                spec.loader = _WithRayStandIn(spec.loader)
+                return spec
+        return importlib.machinery.PathFinder.find_spec(name, path, target)
+
+
+class _WithRayStandIn:
+    def __init__(self, loader):
+        self.loader = loader
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        absent = object()
+        saved = {k: sys.modules.get(k, absent) for k in ("ray", "ray.tune")}
+        sys.modules["ray"], sys.modules["ray.tune"] = _RayStandIn, _RayStandIn.tune
+        try:
+            self.loader.exec_module(module)
+        finally:
+            for key, value in saved.items():
+                if value is absent:
+                    sys.modules.pop(key, None)
+                else:
+                    sys.modules[key] = value
+        warnings.warn(
+            f"ray cannot be imported ({_ray_problem}); recbole.quick_start runs without it "
+            "(objective_function's ray.tune.report is skipped). RecBole's ray-based tools need "
+            "ray: pip install 'ray<=2.6.3' 'setuptools<82' on Python 3.11 and older.",
+            RuntimeWarning,
+            stacklevel=2,
         )
-    if _major(pandas.__version__) >= 3:
-        problems.append(
-            f"pandas {pandas.__version__} is installed; RecBole 1.2.1's in-place "
-            "fillna calls silently do nothing under pandas 3"
-        )
-    if problems:
-        raise StackError(
-            "recbole-hyper cannot run RecBole 1.2.1 with this environment:\n  - "
-            + "\n  - ".join(problems)
-            + "\nInstall the supported versions: pip install 'numpy<2' 'pandas<3'"
-        )
+
+
+_ray_problem = None
+
+
+def _ray_importable() -> bool:
+    """Whether ``import ray`` works (tried once; a broken ray counts as absent)."""
+    global _ray_problem
+    if sys.modules.get("ray") not in (None, _RayStandIn):
+        return True
+    if _ray_problem is None:
+        try:
+            importlib.import_module("ray")
+            _ray_problem = ""
+        except Exception as exc:  # not installed, or ray 2.6.3 without pkg_resources
+            _ray_problem = f"{type(exc).__name__}: {exc}"
+    return _ray_problem == ""
+
+
+def quick_start_without_ray() -> None:
+    """Install :class:`_QuickStartFinder` (idempotent); it acts only when ray cannot be imported."""
+    if not any(isinstance(f, _QuickStartFinder) for f in sys.meta_path):
+        sys.meta_path.insert(0, _QuickStartFinder())
 
 
 def import_recbole_models():
@@ -164,15 +392,15 @@ def save_safely(obj: Any, path, **kwargs) -> None:
 
 
 def silence_known_warnings() -> None:
-    """Silence two warnings RecBole 1.2.1 emits on every run.
+    """Silence the warnings RecBole 1.2.1 emits on every run.
 
     * torch's FutureWarning for ``torch.cuda.amp.GradScaler`` (one per epoch);
     * pandas 2's FutureWarning for RecBole's chained ``fillna(inplace=True)``
-      (pandas 2 still fills in place; pandas 3, where it would not, is excluded
-      by :func:`check_stack`);
+      (pandas 2 still fills in place; under pandas 3, where it would not,
+      :func:`fill_missing_values_under_pandas3` fills the values instead);
     * setuptools' UserWarning that ``pkg_resources`` is deprecated, raised when
-      ``recbole.quick_start`` imports ray 2.6.3 (setuptools < 82 is pinned so
-      that ``pkg_resources`` still exists).
+      ``recbole.quick_start`` imports ray 2.6.3 with a setuptools older than 82;
+    * pandas 3's ChainedAssignmentError warning for those same ``fillna`` calls.
     """
     warnings.filterwarnings(
         "ignore",
@@ -186,6 +414,11 @@ def silence_known_warnings() -> None:
         module=r"recbole\.",
     )
     warnings.filterwarnings("ignore", message=r"pkg_resources is deprecated as an API", category=UserWarning)
+    # pandas 3: RecBole's chained fillna(inplace=True), whose effect fill_missing_values_under_pandas3 supplies.
+    warnings.filterwarnings(
+        "ignore", message=r"A value is being set on a copy of a DataFrame or Series through chained assignment",
+        module=r"recbole\.",
+    )
 
 
 _allocator_tuned = False

@@ -149,8 +149,10 @@ class CellRecorder:
 
 def grid_config(overrides: dict, data_path: str | None) -> dict:
     """The part of every cell's ``config_dict`` that comes from the grid's command line:
-    the tables' cut-offs, ``--set`` and ``--data-path`` (which wins over ``--set data_path``)."""
-    config = {"topk": list(GRID_TOPK), **overrides}
+    the tables' cut-offs, no downloads, ``--set`` and ``--data-path`` (which wins over ``--set data_path``)."""
+    # The tables are made from prepared atomic files: never download RecBole's copies (its Amazon
+    # datasets are another preprocessing) unless --set allow_download=true asks for it.
+    config = {"topk": list(GRID_TOPK), "allow_download": False, **overrides}
     if data_path:
         config["data_path"] = data_path
     return config

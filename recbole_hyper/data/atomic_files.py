@@ -106,21 +106,37 @@ def _sep_name(separator: str) -> str:
 
 def locate_inter(config: Mapping, dataset: str) -> Optional[Path]:
     """The ``.inter`` file RecBole will read for ``dataset`` under ``config`` (its
-    ``data_path``, ``benchmark_filename`` and ``allow_download``), or None where
-    RecBole supplies the data itself: the bundled ``ml-100k``, or a missing dataset
-    it may download.  Raises :class:`DatasetNotFoundError` when the file is missing."""
+    ``data_path`` and ``benchmark_filename``), or None for RecBole's bundled ``ml-100k``.
+
+    A missing dataset that RecBole knows (or that has a ``download_url``) is
+    downloaded first unless ``allow_download`` is False (:mod:`recbole_hyper.data.download`).
+    Raises :class:`DatasetNotFoundError` when the file is missing and cannot be downloaded.
+    """
     if dataset == "ml-100k":
         return None
-    path = inter_path(config.get("data_path"), dataset, config.get("benchmark_filename"))
+    benchmark = config.get("benchmark_filename")
+    path = inter_path(config.get("data_path"), dataset, benchmark)
     if path.is_file():
         return path
-    if config.get("allow_download"):
-        return None
+    from recbole_hyper.data.download import download_dataset, known_url
+
+    url = config.get("download_url") or known_url(dataset)
+    if url and not benchmark and config.get("allow_download") is not False:
+        download_dataset(
+            dataset, path.parent.parent, url, sha256=config.get("download_sha256"),
+            progress=config.get("show_progress") is not False,
+        )
+        if path.is_file():
+            return path
+    hint = (
+        "or leave allow_download on to download it from RecBole's address (needs internet access)"
+        if url and not benchmark
+        else "or set download_url to the address of a zip of its atomic files"
+    )
     raise DatasetNotFoundError(
         f"Dataset '{dataset}' not found: expected the atomic file {path}.\n"
         f"Point data_path at the folder that contains '{dataset}/' "
-        f"(e.g. --data_path=/path/to/datasets), or set --allow_download=True to let "
-        f"RecBole download a dataset it knows (needs internet access)."
+        f"(e.g. --data_path=/path/to/datasets), {hint}."
     )
 
 
@@ -128,8 +144,7 @@ def inspect_dataset(config: Mapping, dataset: str, sequential: bool) -> Optional
     """Check the dataset's ``.inter`` file against the configuration.
 
     ``config`` is the merged configuration (RecBole's keys).  Returns the
-    header, or None where nothing can be checked: RecBole's bundled
-    ``ml-100k``, or a dataset RecBole may download (``allow_download``).
+    header, or None for RecBole's bundled ``ml-100k`` (nothing to check).
     Raises :class:`DatasetNotFoundError` or :class:`DataError`.
     """
     path = locate_inter(config, dataset)
