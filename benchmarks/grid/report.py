@@ -108,6 +108,14 @@ def paper_for(papers, dataset, model):
     return out
 
 
+def data_id(run) -> str:
+    """A short form of the data a run trained on: the first 8 hex digits of the sha256 of its
+    ``.inter`` file ("not recorded" for runs made before the grid recorded it)."""
+    digests = run.get("data_sha256") or {}
+    inter = [v for k, v in sorted(digests.items()) if k.endswith(".inter")]
+    return inter[0][:8] if inter else "not recorded"
+
+
 def device(run):
     """What trained a run: the GPU's name, or 'cpu' (runs from before the grid recorded
     the device are told apart by their torch build, e.g. '2.13.0+cpu')."""
@@ -154,6 +162,7 @@ def build(runs, papers):
         row["train_batch_size"] = rs[0]["train_batch_size"]
         row["L"] = rs[0]["MAX_ITEM_LIST_LENGTH"]
         row["device"] = ", ".join(sorted({device(r) for r in rs}))
+        row["data"] = ", ".join(sorted({data_id(r) for r in rs}))
         row["stopped_by_budget"] = any(r.get("stopped_by_budget") for r in rs)
         row["past_early_stopping"] = sorted(r["seed"] for r in rs if r.get("trained_past_early_stopping"))
         row["papers"] = [{"source": k, **v} for k, v in paper_for(papers, dataset, model)]
@@ -193,8 +202,8 @@ def markdown(summary):
     lines = [
         "| dataset | model | mode | seeds | HR@5 | HR@10 | NDCG@5 | NDCG@10 | MRR@10 | paper NDCG@10 (HR@10)"
         " | rel. diff NDCG@10 | vs baseline (Wilcoxon, per-user NDCG@10) | batch | s/epoch | best epoch"
-        " | time to best | wall time per run | device |",
-        "|---|---|---|---:|---|---|---|---|---|---|---|---|---:|---:|---|---:|---|---|",
+        " | time to best | wall time per run | device | data (.inter sha256) |",
+        "|---|---|---|---:|---|---|---|---|---|---|---|---|---:|---:|---|---:|---|---|---|",
     ]
     for r in summary:
         paper, rel = "-", "-"
@@ -216,7 +225,7 @@ def markdown(summary):
             + ", ".join(str(e) for e in r["best_epoch"])
             + f" | {r['time_to_best_s'] / 60:.1f} min | "
             + ", ".join(f"{w / 60:.1f}" for w in r["wall_s"])
-            + f" min{note} | {r['device']} |"
+            + f" min{note} | {r['device']} | {r['data']} |"
         )
     return "\n".join(lines)
 

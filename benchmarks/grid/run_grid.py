@@ -24,7 +24,8 @@ the larger budget from the start would have ended.
 GRU4Rec; RecBole's other baselines always train on RecBole's augmented
 examples (their one mode).  Datasets other than
 ml-100k are read from ``--data_path`` (a folder holding <dataset>/<dataset>.inter).
-A JSON file holds the configuration, the validation NDCG@10 of every epoch
+A JSON file holds the configuration, the sha256 of every atomic file the cell
+trained on (``data_sha256``), the validation NDCG@10 of every epoch
 with its training and evaluation time, the best-validation and test metrics,
 the wall time, and the test NDCG@10 of every user (for paired significance
 tests).
@@ -158,6 +159,36 @@ def grid_config(overrides: dict, data_path: str | None) -> dict:
     return config
 
 
+ATOMIC_SUFFIXES = (".inter", ".user", ".item", ".kg", ".link", ".net")
+
+
+def data_files(data_path: str | None, dataset: str) -> list:
+    """The atomic files RecBole reads for ``dataset``: ``<data_path>/<dataset>/<dataset>.*``, or
+    RecBole's bundled copy of ml-100k when the folder has none."""
+    folder = Path(data_path or "dataset") / dataset
+    files = sorted(p for p in folder.glob(f"{dataset}.*") if p.suffix in ATOMIC_SUFFIXES)
+    if not files and dataset == "ml-100k":
+        import recbole
+
+        folder = Path(recbole.__file__).parent / "dataset_example" / dataset
+        files = sorted(p for p in folder.glob(f"{dataset}.*") if p.suffix in ATOMIC_SUFFIXES)
+    return files
+
+
+def data_sha256(data_path: str | None, dataset: str) -> dict:
+    """{file name: sha256} of the atomic files a cell trains on, so that a result is tied to its data."""
+    import hashlib
+
+    digests = {}
+    for path in data_files(data_path, dataset):
+        hasher = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                hasher.update(chunk)
+        digests[path.name] = hasher.hexdigest()
+    return digests
+
+
 def run_cell(spec: dict) -> dict:
     """Train and evaluate one cell in this process (RecBole's pipeline as the runner
     runs it, with :class:`CellRecorder` hooks); returns the result record."""
@@ -173,6 +204,7 @@ def run_cell(spec: dict) -> dict:
     if model_name in TWO_MODE_MODELS:
         config_dict["train_mode"] = spec["mode"]
     recorder = CellRecorder(float(spec.get("max_train_minutes") or 0) * 60)
+    digests = data_sha256(config_dict.get("data_path"), spec["dataset"])
     last_states = sorted(Path(spec["checkpoint_dir"]).glob("*.last.pth"))
     result = run_recbole_hyper(
         model=model_name,
@@ -192,6 +224,7 @@ def run_cell(spec: dict) -> dict:
         "tag": spec.get("tag", ""),
         "overrides": spec.get("overrides") or {},
         "dataset": spec["dataset"],
+        "data_sha256": digests,
         "mode": spec["mode"],
         "seed": spec["seed"],
         **recorder.info,

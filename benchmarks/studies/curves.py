@@ -3,8 +3,8 @@
 Each run is a JSON file written by ``run_grid.py``; its label is the name of
 the folder the grid wrote it to, or ``label=path``.
 
-    python -m benchmarks.studies.curves benchmarks/results/ml-1m/recipe/*/*.json \\
-        --out benchmarks/results/ml-1m/recipe/curves.png --paper 0.1822
+    python -m benchmarks.studies.curves benchmarks/results/ml-1m-old-copy/recipe/*/*.json \\
+        --out benchmarks/results/ml-1m-old-copy/recipe/curves.png --paper 0.1822
 
 Prints a table (best validation, its epoch, test metrics, seconds per epoch,
 wall time, time to 98% of ``--paper``) and writes it beside the plot as

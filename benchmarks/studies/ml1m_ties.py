@@ -18,7 +18,7 @@ those users and trains the same model on each:
 
 The datasets are written under ``--work`` (never into the repository); the
 runs go through ``run_grid.py`` with ML-1M's dataset settings and land in
-``benchmarks/results/ml-1m/ties/``.
+``benchmarks/results/ml-1m-old-copy/ties/``.
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def main() -> int:
     parser.add_argument("--seeds", nargs="+", type=int, default=[2020])
     parser.add_argument("--models", nargs="+", default=["Mamba4Rec"])
     parser.add_argument("--config", nargs="*", default=[str(CONFIGS / "cpu.yaml")])
-    parser.add_argument("--out", default=str(RESULTS / "ml-1m" / "ties"))
+    parser.add_argument("--out", default=str(RESULTS / "ml-1m-old-copy" / "ties"))
     parser.add_argument("--build-only", action="store_true")
     args = parser.parse_args()
 

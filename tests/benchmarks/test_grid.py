@@ -95,3 +95,16 @@ def test_budget_stops_only_training_that_would_go_on():
     recorder = run_grid.CellRecorder(budget_s=10.0)
     recorder.on_epoch(trainer, {**record, "ends": None})
     assert recorder.budget_stopped is False
+
+
+def test_cells_record_the_sha256_of_their_data_files(tmp_path):
+    (tmp_path / "toy").mkdir()
+    (tmp_path / "toy" / "toy.inter").write_bytes(b"abc")
+    (tmp_path / "toy" / "toy.item").write_bytes(b"")
+    (tmp_path / "toy" / "notes.txt").write_bytes(b"not read by RecBole")
+    assert run_grid.data_sha256(str(tmp_path), "toy") == {
+        "toy.inter": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",  # sha256("abc")
+        "toy.item": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",  # sha256("")
+    }
+    bundled = set(run_grid.data_sha256(str(tmp_path), "ml-100k"))  # RecBole's copy, with its side files
+    assert {"ml-100k.inter", "ml-100k.item", "ml-100k.user"} <= bundled

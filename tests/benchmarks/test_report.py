@@ -92,7 +92,9 @@ def test_report_command_reads_several_folders_and_skips_its_own_summary(tmp_path
     main, variants = tmp_path / "runs", tmp_path / "variants"
     main.mkdir()
     variants.mkdir()
-    (main / "a.json").write_text(json.dumps(_run("Mamba4Rec", "full_sequence", [0, 1], [0.1, 0.2, 0.3])))
+    (main / "a.json").write_text(json.dumps(
+        {**_run("Mamba4Rec", "full_sequence", [0, 1], [0.1, 0.2, 0.3]), "data_sha256": {"toy.inter": "9f86d081" + "0" * 56}}
+    ))
     (variants / "b.json").write_text(
         json.dumps(_run("Mamba4Rec", "full_sequence", [0, 1], [0.2, 0.3, 0.4], tag="2layers"))
     )
@@ -107,12 +109,14 @@ def test_report_command_reads_several_folders_and_skips_its_own_summary(tmp_path
     assert "| toy | Mamba4Rec | full_sequence | 1 |" in table
     assert "| toy | Mamba4Rec [2layers] | full_sequence | 1 |" in table
     assert "+0.1000 vs Mamba4Rec (full_sequence)" in table
-    # The device column: the GPU's name, 'cpu' from a CPU torch build, else 'not recorded'.
+    # The device column: the GPU's name, 'cpu' from a CPU torch build, else 'not recorded';
+    # the data column: the .inter file's sha256 in short, else 'not recorded'.
     lines = [line for line in table.splitlines() if line.startswith("| toy ")]
-    rows = {line.split(" | ")[1]: line.rstrip(" |").rsplit(" | ", 1)[-1] for line in lines}
-    assert rows["SASRec [gpu]"] == "NVIDIA H100 80GB HBM3"
-    assert rows["SASRec"] == "cpu"
-    assert rows["Mamba4Rec"] == "not recorded"
+    rows = {line.split(" | ")[1]: line.rstrip(" |").rsplit(" | ", 2)[-2:] for line in lines}
+    assert rows["SASRec [gpu]"][0] == "NVIDIA H100 80GB HBM3"
+    assert rows["SASRec"][0] == "cpu"
+    assert rows["Mamba4Rec"] == ["not recorded", "9f86d081"]
+    assert rows["SASRec"][1] == "not recorded"
     assert (tmp_path / "valid_ndcg_per_epoch.png").stat().st_size > 0
     assert (tmp_path / "ndcg_bars.png").stat().st_size > 0
 
