@@ -186,7 +186,14 @@ def recommend_parser() -> argparse.ArgumentParser:
     parser = _checkpoint_parser("recommend", "Top-k items from a trained model's checkpoint, printed to stdout.")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--users", nargs="+", help="user tokens (as in the dataset's .inter file)")
-    source.add_argument("--sequences-file", help="one history per line: item tokens separated by spaces")
+    source.add_argument(
+        "--sequences-file",
+        help="one history per line: item tokens separated by white space (or --separator); "
+        "the output's sequence column is the line number (1-based)",
+    )
+    parser.add_argument(
+        "--separator", default=None, help="token separator of --sequences-file, e.g. '\\t' (default: white space)"
+    )
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--format", choices=["csv", "json"], default="csv")
     parser.add_argument("--keep-seen", action="store_true", help="do not drop items of the history")
@@ -210,16 +217,36 @@ def recommend_main(argv: Optional[List[str]] = None) -> int:
         if args.users:
             frame = rec.recommend(args.users, k=args.k, exclude_seen=not args.keep_seen, errors=errors)
         else:
-            lines = Path(args.sequences_file).read_text(encoding="utf-8").splitlines()
-            sequences = [line.split() for line in lines if line.strip()]
+            numbers, sequences = read_sequences(args.sequences_file, args.separator)
             frame = rec.recommend_sequences(sequences, k=args.k, exclude_seen=not args.keep_seen, errors=errors)
-    except (UnknownTokenError, UnknownModelError, FileNotFoundError, ValueError, TypeError) as exc:
+            frame["sequence"] = [numbers[i] for i in frame["sequence"]]
+    except (UnknownTokenError, UnknownModelError, OSError, ValueError, TypeError) as exc:
         return _fail(exc)
     if args.format == "json":
         print(frame.to_json(orient="records"))
     else:
         print(frame.to_csv(index=False), end="")
     return 0
+
+
+def read_sequences(path, separator=None):
+    """(line numbers, histories) of a sequences file: one history per non-blank line, tokens split on
+    white space or on ``separator`` (``\\t`` for a tab); blank lines are skipped but keep the numbering."""
+    separator = None if separator is None else separator.encode("utf-8").decode("unicode_escape")
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"--sequences-file {path} is not UTF-8 text ({exc}).") from None
+    numbers, sequences = [], []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        tokens = line.split(separator) if separator else line.split()
+        numbers.append(number)
+        sequences.append([t.strip() for t in tokens if t.strip()])
+    if not sequences:
+        raise ValueError(f"--sequences-file {path} holds no history: write one history of item tokens per line.")
+    return numbers, sequences
 
 
 # ----------------------------------------------------------------------- plot

@@ -387,8 +387,12 @@ class _MovedNames:
 def save_safely(obj: Any, path, **kwargs) -> None:
     """``torch.save`` to ``<path>.tmp``, then rename: the file is complete or absent, never half-written."""
     tmp = Path(str(path) + ".tmp")
-    torch.save(obj, tmp, **kwargs)
-    tmp.replace(path)
+    try:
+        torch.save(obj, tmp, **kwargs)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def silence_known_warnings() -> None:

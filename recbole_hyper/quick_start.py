@@ -51,7 +51,7 @@ def run_recbole_hyper(
     """
     from recbole.data import data_preparation
     from recbole.data.transform import construct_transform
-    from recbole.utils import get_environment, get_flops, get_trainer, init_logger, init_seed, set_color
+    from recbole.utils import ModelType, get_environment, get_flops, get_trainer, init_logger, init_seed, set_color
 
     from recbole_hyper.config import PluginConfig
     from recbole_hyper.data import create_dataset
@@ -95,8 +95,10 @@ def run_recbole_hyper(
 
     dataset_obj = create_dataset(config)
     logger.info(dataset_obj)
-    # Before build() reorders the rows; only the process that writes it builds it.
-    serving = ServingData.from_dataset(dataset_obj) if saved and distributed.is_main() else None
+    # Before build() reorders the rows; only the process that writes it builds it. Serving ranks
+    # items after a history: sequential models only.
+    servable = config["MODEL_TYPE"] == ModelType.SEQUENTIAL
+    serving = ServingData.from_dataset(dataset_obj) if saved and servable and distributed.is_main() else None
     with distributed.as_one_process(config):
         train_data, valid_data, test_data = data_preparation(config, dataset_obj)
     distributed.shard_loaders(train_data, valid_data, test_data)
@@ -117,6 +119,7 @@ def run_recbole_hyper(
 
     trainer = trainer_class(get_trainer(config["MODEL_TYPE"], config["model"]))(config, model_obj)
     trainer.run_inputs = run_inputs
+    trainer.serving_fingerprint = serving.fingerprint() if serving is not None else None
     for hook in hooks:
         trainer.add_hook(hook)
     if last_state is not None:
@@ -128,7 +131,7 @@ def run_recbole_hyper(
     test_result = trainer.evaluate(
         test_data, load_best_model=saved, show_progress=config["show_progress"]
     )
-    if saved and distributed.is_main() and os.path.isfile(trainer.saved_model_file):
+    if serving is not None and os.path.isfile(trainer.saved_model_file):
         serving.add_training_edges(train_data.dataset, config)
         serving.save(serving_path(trainer.saved_model_file))
 

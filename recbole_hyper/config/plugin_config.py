@@ -146,9 +146,12 @@ def _harmonise_negative_sampling(config: Config) -> None:
 def _check_and_complete_dataset(config: Config, dataset: str) -> None:
     """Check the dataset's .inter file and give it a usable ``load_col`` (see :mod:`recbole_hyper.data.atomic_files`)."""
     merged = {**config.internal_config_dict, **config.external_config_dict}
-    sequential = merged.get("MODEL_TYPE") == ModelType.SEQUENTIAL
-    atomic = inspect_dataset(merged, dataset, sequential)
-    if atomic is None or not sequential:
+    # Sequential models order each user's items by time; so does any model split by time (order TO,
+    # the papers' protocol), e.g. RecBole's BPR under the runner.
+    by_time = (merged.get("eval_args") or {}).get("order") == "TO"
+    ordered = merged.get("MODEL_TYPE") == ModelType.SEQUENTIAL or by_time
+    atomic = inspect_dataset(merged, dataset, ordered)
+    if atomic is None or not ordered:
         return
     time_field = merged.get("TIME_FIELD")
     if "load_col" in config.external_config_dict:

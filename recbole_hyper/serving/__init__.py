@@ -6,6 +6,6 @@
   Poincaré disk.
 """
 
-from recbole_hyper.serving.recommender import Recommender, ServingData, UnknownTokenError, serving_path
+from recbole_hyper.serving.recommender import Recommender, ServingData, ServingError, UnknownTokenError, serving_path
 
-__all__ = ["Recommender", "ServingData", "UnknownTokenError", "serving_path"]
+__all__ = ["Recommender", "ServingData", "ServingError", "UnknownTokenError", "serving_path"]

@@ -32,7 +32,7 @@ import torch
 
 from recbole_hyper.compat import save_safely
 
-__all__ = ["Recommender", "ServingData", "serving_path", "UnknownTokenError"]
+__all__ = ["Recommender", "ServingData", "ServingError", "serving_path", "UnknownTokenError"]
 
 SUFFIX = ".serving.pt"
 
@@ -42,6 +42,30 @@ class UnknownTokenError(KeyError):
 
     def __str__(self):  # KeyError would print the message with quotes
         return str(self.args[0])
+
+
+class ServingError(ValueError):
+    """A checkpoint or its serving data cannot be used; the message says why and what to do."""
+
+
+ERRORS = ("raise", "ignore")
+
+
+def _check_errors(errors) -> None:
+    if errors not in ERRORS:
+        raise ValueError(f"errors = {errors!r}: must be 'raise' or 'ignore'.")
+
+
+def _why(exc: BaseException) -> str:
+    """``Type: first line of the message`` (library messages can run over many lines)."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else ""
+    return f"{type(exc).__name__}: {text[:200]}"
+
+
+def _check_k(k) -> None:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k = {k!r}: must be an integer >= 1.")
 
 
 def serving_path(checkpoint) -> Path:
@@ -85,12 +109,29 @@ class ServingData:
         edges = training_edges(train_dataset)
         self.train_edges = torch.as_tensor(edges, dtype=torch.int32)
 
+    def fingerprint(self) -> str:
+        """sha256 of the user and item token maps: what ties serving data to a checkpoint."""
+        import hashlib
+
+        hasher = hashlib.sha256()
+        for tokens in (self.user_tokens, self.item_tokens):
+            hasher.update("\n".join(tokens).encode("utf-8"))
+            hasher.update(b"\x00")
+        return hasher.hexdigest()
+
     def save(self, path) -> None:
         save_safely(vars(self), path)
 
     @classmethod
     def load(cls, path) -> "ServingData":
-        return cls(**torch.load(path, weights_only=True))
+        try:
+            data = cls(**torch.load(path, weights_only=True))
+        except Exception as exc:  # truncated, random bytes, another kind of file
+            raise ServingError(
+                f"The serving data {path} cannot be read ({_why(exc)}). Delete it: it is "
+                f"rebuilt from the dataset the checkpoint was trained on."
+            ) from None
+        return data
 
     def history(self, user: int) -> torch.Tensor:
         return self.items[self.indptr[user] : self.indptr[user + 1]].long()
@@ -118,16 +159,55 @@ class _ServingDataset:
         return len(self.data.item_tokens)
 
 
-def _rebuild(config) -> ServingData:
+def _rebuild(config, checkpoint_path) -> ServingData:
     from recbole.data import data_preparation
 
     from recbole_hyper.data import create_dataset
 
-    dataset = create_dataset(config)
-    data = ServingData.from_dataset(dataset)
-    train, _, _ = data_preparation(config, dataset)
-    data.add_training_edges(train.dataset, config)
+    try:
+        dataset = create_dataset(config)
+        data = ServingData.from_dataset(dataset)
+        train, _, _ = data_preparation(config, dataset)
+        data.add_training_edges(train.dataset, config)
+    except Exception as exc:
+        raise ServingError(
+            f"{checkpoint_path} has no serving data ({serving_path(checkpoint_path).name}) and it cannot be "
+            f"rebuilt from dataset '{config['dataset']}' in {config['data_path']} ({_why(exc)}). "
+            f"Restore the data the model was trained on, or copy the serving file that training wrote."
+        ) from None
     return data
+
+
+def _device(device) -> torch.device:
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ServingError(f"device = {device!r}: {exc}; use e.g. 'cpu' or 'cuda'.") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ServingError(f"device = '{device}': no CUDA device is available here; use device='cpu'.")
+    return device
+
+
+def _read_checkpoint(path: Path, device) -> dict:
+    from recbole_hyper.compat import load_checkpoint
+
+    try:
+        checkpoint = load_checkpoint(path, map_location=device)
+    except Exception as exc:  # truncated, random bytes, not a torch file
+        raise ServingError(f"{path} cannot be read as a checkpoint ({_why(exc)}).") from None
+    if not isinstance(checkpoint, dict) or "config" not in checkpoint or "state_dict" not in checkpoint:
+        raise ServingError(f"{path} is not a checkpoint written by training (it has no config and weights).")
+    return checkpoint
+
+
+def _check_sizes(path, state_dict, data: ServingData) -> None:
+    """Without a fingerprint (checkpoints before 0.2): the item table must have one row per item."""
+    rows = state_dict.get("item_embedding.weight")
+    if rows is not None and rows.shape[0] != len(data.item_tokens):
+        raise ServingError(
+            f"Dataset in use has {len(data.item_tokens) - 1} items, but {path} was trained on "
+            f"{rows.shape[0] - 1}: restore the data the model was trained on."
+        )
 
 
 class Recommender:
@@ -145,28 +225,57 @@ class Recommender:
 
     @classmethod
     def from_checkpoint(cls, path, device: str = "cpu") -> "Recommender":
-        """Load a checkpoint and what serving needs (``<path>.serving.pt``, made once if missing)."""
-        from recbole_hyper.compat import load_checkpoint
+        """Load a checkpoint and what serving needs (``<path>.serving.pt``, made once if missing).
+
+        The serving data must be the checkpoint's: a checkpoint records the fingerprint of its
+        token maps (:meth:`ServingData.fingerprint`), and serving data that differ (another
+        serving file, or a dataset that changed since training) are an error naming both.
+        """
+        from recbole.utils import ModelType
+
         from recbole_hyper.registry import get_model_class
 
         path = Path(path)
+        device = _device(device)
         if not path.is_file():
             raise FileNotFoundError(f"No checkpoint at {path}.")
-        checkpoint = load_checkpoint(path, map_location=device)
+        checkpoint = _read_checkpoint(path, device)
         config = checkpoint["config"]
-        config["device"] = torch.device(device)
+        config["device"] = device
         cls_ = get_model_class(config["model"])
+        if config["MODEL_TYPE"] != ModelType.SEQUENTIAL:
+            raise ServingError(
+                f"{path} holds {config['model']}, not a sequential model: recommendations here rank items "
+                f"after a user's history; use RecBole's own full_sort_topk for {config['model']}."
+            )
+        expected = checkpoint.get("serving_fingerprint")
         sidecar = serving_path(path)
         if sidecar.is_file():
             data = ServingData.load(sidecar)
+            if expected and data.fingerprint() != expected:
+                raise ServingError(
+                    f"The serving data {sidecar} do not belong to {path}: their user and item tokens differ from "
+                    f"the ones the model was trained with. Delete {sidecar.name} to rebuild it from the training data."
+                )
         else:
-            data = _rebuild(config)
+            data = _rebuild(config, path)
+            if expected and data.fingerprint() != expected:
+                raise ServingError(
+                    f"Dataset '{config['dataset']}' in {config['data_path']} has changed since {path} was trained "
+                    f"(its user and item tokens map to other ids), so its recommendations would be other items. "
+                    f"Restore the data the model was trained on, or train again."
+                )
+            if expected is None:
+                _check_sizes(path, checkpoint["state_dict"], data)
             try:
                 data.save(sidecar)
             except OSError:
                 pass  # a read-only folder: rebuild next time
-        model = cls_(config, _ServingDataset(data, config)).to(device)
-        model.load_state_dict(checkpoint["state_dict"])
+        try:
+            model = cls_(config, _ServingDataset(data, config)).to(device)
+            model.load_state_dict(checkpoint["state_dict"])
+        except RuntimeError as exc:
+            raise ServingError(f"The weights in {path} do not fit {config['model']} on this data ({_why(exc)}).") from None
         model.load_other_parameter(checkpoint.get("other_parameter"))
         return cls(model, config, data)
 
@@ -228,6 +337,8 @@ class Recommender:
         """Top ``k`` items for each user (original tokens), as a DataFrame
         ``user, rank, item, score``; ``exclude_seen`` drops every item of the
         user's history, ``exclude`` more items for everyone."""
+        _check_k(k)
+        _check_errors(errors)
         if isinstance(users, (str, int)):
             users = [users]
         known = self._ids(users, self.user_index, "user", errors)
@@ -242,6 +353,8 @@ class Recommender:
                             errors: str = "raise"):
         """Top ``k`` items after each history of item tokens; the DataFrame's
         first column ``sequence`` is the history's index in ``sequences``."""
+        _check_k(k)
+        _check_errors(errors)
         histories = []
         for index, seq in enumerate(sequences):
             if isinstance(seq, (str, int)):
@@ -267,6 +380,7 @@ class Recommender:
     def start(self, users: Union[None, str, Sequence[str]] = None, errors: str = "raise") -> dict:
         """Recurrent state after each user's whole history (``None``: one empty sequence)."""
         self._check_streaming()
+        _check_errors(errors)
         if users is None:
             histories, labels = [torch.zeros(0, dtype=torch.long)], [None]
         else:
@@ -296,7 +410,13 @@ class Recommender:
             items = [items]
         if len(items) != len(state["position"]):
             raise ValueError(f"step() takes one item per state row: {len(state['position'])}, got {len(items)}.")
-        ids = [i for _, i in self._ids(items, self.item_index, "item", "raise")]
+        unknown = [str(t) for t in items if str(t) not in self.item_index]
+        if unknown:
+            raise UnknownTokenError(
+                f"Unknown item token(s): {', '.join(map(repr, unknown[:10]))}: step() needs an item the model knows "
+                f"for every row (the model knows {len(self.item_index)} items from its training data)."
+            )
+        ids = [self.item_index[str(t)] for t in items]
         with torch.no_grad():
             stepped = self.model.stream_step(torch.tensor(ids, device=self.device), state)
         stepped["users"], stepped["seen"] = state["users"], state["seen"].clone()
@@ -306,6 +426,7 @@ class Recommender:
     def topk(self, state: dict, k: int = 10, exclude_seen: bool = True, exclude=None):
         """Top ``k`` items for each row of a streaming state (DataFrame ``row, user, rank, item, score``)."""
         self._check_streaming()
+        _check_k(k)
         if state.get("output") is None or bool((state["position"] == 0).any()):
             raise ValueError("A state needs at least one item before it can rank: call step() first.")
         with torch.no_grad():
@@ -318,6 +439,9 @@ class Recommender:
     @staticmethod
     def concat(states: Sequence[dict]) -> dict:
         """One batched state from several (e.g. to step many users at once)."""
+        states = list(states)
+        if not states:
+            raise ValueError("concat() needs at least one state.")
         return {
             "layers": [
                 {key: torch.cat([s["layers"][i][key] for s in states]) for key in states[0]["layers"][i]}

@@ -48,7 +48,7 @@ from pathlib import Path
 from recbole.trainer import Trainer
 from recbole.utils import set_color
 
-from recbole_hyper.compat import load_checkpoint, silence_known_warnings
+from recbole_hyper.compat import load_checkpoint, save_safely, silence_known_warnings
 from recbole_hyper.training import distributed, resume
 from recbole_hyper.training.optim import build_optimizer
 
@@ -222,8 +222,27 @@ class PluginTrainerMixin:
         distributed.broadcast_state(self.model)
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
-        if distributed.is_main():  # RecBole checks local_rank, which is 0 on every node
-            super()._save_checkpoint(epoch, verbose=verbose, **kwargs)
+        """RecBole's checkpoint, written whole or not at all (:func:`~recbole_hyper.compat.save_safely`),
+        with the fingerprint of the token maps the model was trained with (``serving_fingerprint``,
+        set by the runner), which ties serving data to it."""
+        if not distributed.is_main():  # RecBole checks local_rank, which is 0 on every node
+            return
+        if not isinstance(self, Trainer):  # RecBole's tree-model trainers save their own way
+            return super()._save_checkpoint(epoch, verbose=verbose, **kwargs)
+        saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
+        state = {
+            "config": self.config,
+            "epoch": epoch,
+            "cur_step": self.cur_step,
+            "best_valid_score": self.best_valid_score,
+            "state_dict": self.model.state_dict(),
+            "other_parameter": self.model.other_parameter(),
+            "optimizer": self.optimizer.state_dict(),
+            "serving_fingerprint": getattr(self, "serving_fingerprint", None),
+        }
+        save_safely(state, saved_model_file, pickle_protocol=4)
+        if verbose:
+            self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
 
     def _map_reduce(self, result, num_sample):
         # evaluate() gathered every rank's rankings before computing the metrics: they are global already.
