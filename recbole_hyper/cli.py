@@ -68,13 +68,25 @@ def train_parser() -> argparse.ArgumentParser:
 
 def train_main(argv: Optional[List[str]] = None) -> int:
     """``recbole-hyper train``: one run, or ``--nproc`` processes of a distributed one."""
+    args, _ = train_parser().parse_known_args(argv)
+    if argv is not None:
+        # RecBole's Config reads --key=value settings from sys.argv: let it see these arguments.
+        saved_argv = sys.argv
+        sys.argv = [sys.argv[0], *argv]
+        try:
+            return _train(args)
+        finally:
+            sys.argv = saved_argv
+    return _train(args)
+
+
+def _train(args) -> int:
     from recbole_hyper.config.params import HyperParameterError
     from recbole_hyper.data.atomic_files import DataError
     from recbole_hyper.quick_start import run
     from recbole_hyper.registry import UnknownModelError
     from recbole_hyper.training.resume import ResumeError
 
-    args, _ = train_parser().parse_known_args(argv)
     config_files = args.config_files.strip().split(" ") if args.config_files else None
     if args.resume is None:
         args.model = args.model or "Mamba4Rec"

@@ -123,8 +123,14 @@ def check_params(config: Any, params: Mapping[str, Param], owner: str) -> None:
         )
 
 
-# Keys of the plugin's trainer (see recbole_hyper.training.trainer), checked for every model.
+# Keys of RecBole's trainer and of the plugin's (see recbole_hyper.training.trainer), checked for every model.
 TRAINER_PARAMS = {
+    "learning_rate": Param("float", "learning rate", low=0, low_open=True, optional=True),
+    "epochs": Param("int", "training epochs", low=1, optional=True),
+    "train_batch_size": Param("int", "training batch size", low=1, optional=True),
+    "eval_batch_size": Param("int", "evaluation batch size", low=1, optional=True),
+    "weight_decay": Param("float", "L2 weight decay", low=0, optional=True),
+    "stopping_step": Param("int", "validations without improvement before early stopping", low=1, optional=True),
     "lr_schedule": Param("str", "learning-rate schedule", choices=("constant", "cosine", "linear"), optional=True),
     "lr_warmup_steps": Param("int", "warm-up steps", low=0, optional=True),
     "lr_min_ratio": Param("float", "final learning rate / learning_rate", low=0.0, high=1.0, optional=True),

@@ -30,12 +30,12 @@ from __future__ import annotations
 import os
 from importlib import resources
 from pathlib import Path
-from typing import List
+from typing import Dict, List
 
 from recbole.config import Config
 from recbole.utils import ModelType
 
-from recbole_hyper.config.params import TRAINER_PARAMS, Param, check_params
+from recbole_hyper.config.params import TRAINER_PARAMS, HyperParameterError, Param, check_params
 from recbole_hyper.config.renamed import upgrade_settings
 from recbole_hyper.data.atomic_files import (
     DataError,
@@ -214,6 +214,78 @@ def _baseline_params(model: str):
     }
 
 
+class ConfigFileError(HyperParameterError):
+    """A ``--config_files`` yaml that is missing or does not parse."""
+
+
+def _check_config_files(files) -> None:
+    """Each config file exists and parses as yaml (RecBole would raise deep inside ``Config``)."""
+    import yaml
+
+    for name in files or []:
+        path = Path(name)
+        if not path.is_file():
+            raise ConfigFileError(f"config file {name} not found (--config_files takes space-separated yaml files).")
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            where = getattr(exc, "problem_mark", None)
+            at = f" (line {where.line + 1}, column {where.column + 1})" if where is not None else ""
+            reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ConfigFileError(f"config file {name} is not valid yaml{at}: {reason}.") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigFileError(f"config file {name} must hold 'key: value' lines, not a {type(loaded).__name__}.")
+
+
+def _recbole_model_params(model_class) -> Dict[str, Param]:
+    """Type checks for RecBole's own models: each number or flag of the model's yaml keeps its type."""
+    import yaml
+
+    name = getattr(model_class, "__name__", "")
+    import recbole
+
+    path = Path(recbole.__file__).parent / "properties" / "model" / f"{name}.yaml"
+    if not path.is_file():
+        return {}
+    defaults = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    params = {}
+    for key, value in defaults.items():
+        if isinstance(value, bool):
+            params[key] = Param("bool", f"{name}'s setting", optional=True)
+        elif isinstance(value, int):
+            params[key] = Param("int", f"{name}'s setting", optional=True)
+        elif isinstance(value, float):
+            params[key] = Param("float", f"{name}'s setting", optional=True)
+    return params
+
+
+# Keys set for a run rather than read from a yaml file.
+RUNTIME_KEYS = {
+    "model", "dataset", "config_files", "gpu_id", "local_rank", "world_size", "ip", "port", "nproc", "offset",
+    "group_offset", "resume", "device", "single_spec", "MODEL_TYPE", "worker",
+}
+
+
+def _check_unknown_keys(config: Config) -> None:
+    """A setting that is nowhere a key but close to one is a typo: say so instead of ignoring it."""
+    import difflib
+
+    from recbole_hyper.config.renamed import RENAMED_KEYS
+
+    known = set(config.internal_config_dict) | set(getattr(config.model_class, "hyper_parameters", None) or {})
+    known |= RUNTIME_KEYS | set(RENAMED_KEYS) | set(TRAINER_PARAMS)
+    problems = []
+    for key in sorted(set(config.external_config_dict) - known):
+        close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.85)
+        if close:
+            problems.append(f"  {key}: no such setting; did you mean {close[0]}?")
+    if problems:
+        raise HyperParameterError(
+            f"Unknown settings for {config['model']}:\n" + "\n".join(problems)
+            + "\nA misspelt key would be ignored: fix it in your config file, config_dict or --key=value arguments."
+        )
+
+
 class PluginConfig(Config):
     """``Config`` of the plugin's runner.
 
@@ -226,12 +298,14 @@ class PluginConfig(Config):
 
     def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None):
         install_config_hook()
+        _check_config_files(config_file_list)
         super().__init__(model, dataset, config_file_list, config_dict)
         check = getattr(self.model_class, "check_config", None)
         if check is not None:
             check(self)
         else:
-            check_params(self, _baseline_params(self.model), self.model)
+            check_params(self, {**_recbole_model_params(self.model_class), **_baseline_params(self.model)}, self.model)
+        _check_unknown_keys(self)
 
     def _init_device(self):
         """RecBole's device setup for one process; a rank of a distributed run joins

@@ -67,11 +67,40 @@ def inter_path(data_path: Optional[str], dataset: str, benchmark: Optional[List[
     return folder / f"{dataset}.inter"
 
 
-def read_header(path: Path, separator: str = "\t") -> AtomicFile:
+def _open(path: Path, encoding: str = "utf-8"):
+    try:
+        return open(path, encoding=encoding)
+    except OSError as exc:  # permission denied, a folder, ...
+        raise DataError(f"{path} cannot be read ({exc.strerror or exc}).") from None
+
+
+def _not_text(path: Path, encoding: str, exc: UnicodeDecodeError, data: bytes = None) -> DataError:
+    newline = b"\n"
+    line = "" if data is None else f" on line {data[: exc.start].count(newline) + 1}"
+    return DataError(
+        f"{path} is not {encoding} text: byte 0x{exc.object[exc.start]:02x}{line} cannot be decoded. "
+        f"Save the file as {encoding}, or set encoding to the one it uses."
+    )
+
+
+def read_header(path: Path, separator: str = "\t", encoding: str = "utf-8") -> AtomicFile:
     """Parse the ``name:type`` header of an atomic file and check that data follows it."""
-    with open(path, encoding="utf-8") as f:
-        header = f.readline().rstrip("\r\n")
-        first_row = f.readline().strip()
+    with _open(path, encoding) as f:
+        try:
+            header = f.readline().rstrip("\r\n")
+            first_row = f.readline().strip()
+        except UnicodeDecodeError:
+            data = path.read_bytes()
+            try:
+                data.decode(encoding)
+            except UnicodeDecodeError as exc:
+                raise _not_text(path, encoding, exc, data) from None
+            raise
+    if header.startswith("\ufeff"):
+        raise DataError(
+            f"{path} starts with a byte-order mark (BOM), which RecBole would read as part of the first "
+            f"column's name. Save the file as UTF-8 without BOM."
+        )
     if not header.strip():
         raise DataError(
             f"{path} is empty. An atomic .inter file starts with a header line such as "
@@ -95,9 +124,69 @@ def read_header(path: Path, separator: str = "\t") -> AtomicFile:
             f"these columns are not: {shown}. Add the types to the header "
             f"(or set field_separator if the file uses another separator)."
         )
+    duplicated = sorted({f for f in fields if fields.count(f) > 1})
+    if duplicated:
+        raise DataError(f"{path}: the header names {', '.join(map(repr, duplicated))} more than once; name each column once.")
     if not first_row:
         raise DataError(f"{path} has a header but no interactions: add one interaction per line.")
     return AtomicFile(path, fields, types)
+
+
+def check_rows(atomic: AtomicFile, config: Mapping, ordered: bool) -> None:
+    """Every interaction has its user and item, and (``ordered``) a numeric time; the file decodes.
+
+    RecBole would otherwise keep an empty item as ``[PAD]`` in training, give an empty time the
+    column's mean (moving the row to the end of the sequence, where it becomes a validation or
+    test target), or stop in pandas with a traceback.
+    """
+    separator = config.get("field_separator") or "\t"
+    encoding = config.get("encoding") or "utf-8"
+    data = atomic.path.read_bytes()
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise _not_text(atomic.path, encoding, exc, data) from None
+    required = [config.get("USER_ID_FIELD"), config.get("ITEM_ID_FIELD")]
+    time_field = config.get("TIME_FIELD") if ordered else None
+    columns = {name: i for i, name in enumerate(atomic.fields)}
+    needed = [(name, columns[name]) for name in required if name in columns]
+    timed = columns.get(time_field)
+    width = len(atomic.fields)
+    for number, line in enumerate(text.splitlines()[1:], start=2):
+        if not line.strip():
+            continue
+        cells = line.split(separator)
+        if len(cells) != width:
+            raise DataError(
+                f"{atomic.path}, line {number}: {len(cells)} fields where the header has {width} "
+                f"({_sep_name(separator)}-separated)."
+            )
+        for name, i in needed:
+            if not cells[i].strip():
+                raise DataError(
+                    f"{atomic.path}, line {number}: the {name} cell is empty; every interaction needs a user and "
+                    f"an item (RecBole would train on it as padding). Fill it in or drop the line."
+                )
+        if timed is not None:
+            value = cells[timed].strip()
+            try:
+                ok = value != "" and float(value) == float(value)  # not empty, not NaN
+            except ValueError:
+                ok = False
+            if not ok:
+                raise DataError(
+                    f"{atomic.path}, line {number}: {time_field} {value!r} is not a number; each user's "
+                    f"interactions are ordered by it (RecBole would give it the column's mean, which moves "
+                    f"the row). Fill in a time (or the position in the user's sequence)."
+                )
+
+
+def check_side_files(inter: Path, dataset: str) -> None:
+    """A ``.user`` or ``.item`` file next to the interactions that RecBole would load must not be empty."""
+    for suffix in (".user", ".item"):
+        side = inter.parent / f"{dataset}{suffix}"
+        if side.is_file() and side.stat().st_size == 0:
+            raise DataError(f"{side} is empty: delete it, or give it a header and one row per {suffix[1:]}.")
 
 
 def _sep_name(separator: str) -> str:
@@ -150,7 +239,7 @@ def inspect_dataset(config: Mapping, dataset: str, sequential: bool) -> Optional
     path = locate_inter(config, dataset)
     if path is None:
         return None
-    atomic = read_header(path, config.get("field_separator") or "\t")
+    atomic = read_header(path, config.get("field_separator") or "\t", config.get("encoding") or "utf-8")
     for key, what in (("USER_ID_FIELD", "user"), ("ITEM_ID_FIELD", "item")):
         name = config.get(key)
         if not atomic.has(name):
@@ -167,6 +256,8 @@ def inspect_dataset(config: Mapping, dataset: str, sequential: bool) -> Optional
             f"'{time_field}:float' (a Unix time, or the position of the interaction in the "
             f"user's sequence), or set TIME_FIELD to the name of your time column."
         )
+    check_rows(atomic, config, sequential)
+    check_side_files(path, dataset)
     return atomic
 
 

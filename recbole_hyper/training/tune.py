@@ -61,6 +61,27 @@ def _hyper_tuning_class():
     return PluginHyperTuning
 
 
+PARAM_TYPES = {"choice": 1, "uniform": 2, "quniform": 3, "loguniform": 2}
+
+
+def check_params_file(path: Path) -> None:
+    """Every non-blank line of RecBole's params file is ``name type value`` with a known type
+    (RecBole would skip a line with fewer parts without a word)."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TuneError(f"cannot read the params file {path}: {exc}.") from None
+    form = "lines are 'name choice [..]', 'name uniform low,high', 'name quniform low,high,q' or 'name loguniform low,high'"
+    for number, line in enumerate(lines, start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        parts = line.strip().split(" ")
+        if len(parts) < 3 or parts[1] not in PARAM_TYPES:
+            raise TuneError(f"{path}, line {number}: {line.strip()!r} is not 'name type value' ({form}).")
+        if parts[1] != "choice" and len("".join(parts[2:]).split(",")) != PARAM_TYPES[parts[1]]:
+            raise TuneError(f"{path}, line {number}: {parts[1]} takes {PARAM_TYPES[parts[1]]} numbers ({form}).")
+
+
 def _objective(model: str, dataset: str, base: Dict):
     def objective(config_dict, config_file_list=None):
         from recbole_hyper.quick_start import run_recbole_hyper
@@ -101,6 +122,10 @@ def tune(
         )
     if algo not in ("exhaustive", "random", "bayes"):
         raise TuneError(f"--algo={algo}: use exhaustive, random or bayes.")
+    for name, value in (("max_evals", max_evals), ("early_stop", early_stop)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise TuneError(f"--{name}={value}: must be an integer >= 1.")
+    check_params_file(params_file)
     tuning_class = _hyper_tuning_class()
     base = {"show_progress": False}
     base.update(config_dict or {})  # fixed settings; each trial's values override them
@@ -118,7 +143,12 @@ def tune(
                         "'quniform low,high,q' or 'loguniform low,high').") from None
     if not search.space:
         raise TuneError(f"{params_file} defines no parameter.")
-    search.run()
+    import hyperopt.exceptions
+
+    try:
+        search.run()
+    except hyperopt.exceptions.AllTrialsFailed:
+        pass  # every trial failed: the result file lists why, and no best trial is returned
     output_file = Path(output_file or Path("hyper") / f"{dataset}-{model}.result")
     output_file.parent.mkdir(parents=True, exist_ok=True)
     search.export_result(output_file=str(output_file))

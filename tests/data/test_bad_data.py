@@ -1,0 +1,52 @@
+"""Data the header check alone would miss: one clear DataError before anything is loaded or written."""
+
+import pytest
+
+from recbole_hyper.config import PluginConfig
+from recbole_hyper.data.atomic_files import DataError
+from tests.helpers import fast_config
+
+HEADER = "user_id:token\titem_id:token\ttimestamp:float"
+GOOD = [f"u{u}\ti{(u + t) % 9 + 1}\t{t}" for u in range(1, 5) for t in range(1, 6)]
+
+
+def write(tmp_path, text: bytes, side: dict = None):
+    folder = tmp_path / "data" / "bad"
+    folder.mkdir(parents=True)
+    (folder / "bad.inter").write_bytes(text)
+    for suffix, content in (side or {}).items():
+        (folder / f"bad{suffix}").write_bytes(content)
+    return tmp_path / "data"
+
+
+def lines(*rows, header=HEADER) -> bytes:
+    return ("\n".join([header, *GOOD, *rows]) + "\n").encode("utf-8")
+
+
+CASES = {
+    "duplicated column": (lines(header=HEADER + "\titem_id:token"), None, "more than once"),
+    "non-numeric time": (lines("u1\ti3\tyesterday"), None, "line 22: timestamp 'yesterday' is not a number"),
+    "empty time": (lines("u1\ti3\t"), None, "timestamp '' is not a number"),
+    "NaN time": (lines("u1\ti3\tnan"), None, "timestamp 'nan' is not a number"),
+    "empty item": (lines("u1\t\t9"), None, "line 22: the item_id cell is empty"),
+    "empty user": (lines("\ti3\t9"), None, "the user_id cell is empty"),
+    "missing field": (lines("u1\ti3"), None, "line 22: 2 fields where the header has 3"),
+    "not utf-8": (lines() + b"u1\ti\xff\t9\n", None, "not utf-8 text: byte 0xff on line 22"),
+    "byte-order mark": (b"\xef\xbb\xbf" + lines(), None, "byte-order mark"),
+    "empty side file": (lines(), {".item": b""}, "bad.item is empty"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_data_is_one_clear_error_before_loading(case, tmp_path, in_tmp):
+    text, side, message = CASES[case]
+    data = write(tmp_path, text, side)
+    with pytest.raises(DataError) as caught:
+        PluginConfig(model="Mamba4Rec", dataset="bad", config_dict=fast_config(data_path=str(data)))
+    assert message in str(caught.value), str(caught.value)
+    assert not any((in_tmp / d).exists() for d in ("log", "saved", "log_tensorboard")), "nothing is written"
+
+
+def test_good_rows_pass(tmp_path, in_tmp):
+    data = write(tmp_path, lines())
+    PluginConfig(model="Mamba4Rec", dataset="bad", config_dict=fast_config(data_path=str(data)))
