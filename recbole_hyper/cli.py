@@ -87,6 +87,10 @@ def _train(args) -> int:
     from recbole_hyper.registry import UnknownModelError
     from recbole_hyper.training.resume import ResumeError
 
+    for flag, example in (("model", "Mamba4Rec"), ("dataset", "ml-100k")):
+        value = getattr(args, flag)
+        if value is not None and not value.strip():
+            return _fail(f"--{flag} is empty: name one (e.g. --{flag}={example}), or leave the flag out for {example}.")
     config_files = args.config_files.strip().split(" ") if args.config_files else None
     if args.resume is None:
         args.model = args.model or "Mamba4Rec"

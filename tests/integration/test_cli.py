@@ -16,12 +16,14 @@ def test_train_is_the_default_subcommand(argv, capsys, in_tmp):
 @pytest.mark.parametrize(
     "argv, message",
     [
+        (["--model="], "--model is empty"),
+        (["train", "--dataset= "], "--dataset is empty"),
         (["plot", "missing.pth"], "checkpoint missing.pth not found"),
         (["recommend", "missing.pth", "--users", "1"], "missing.pth"),
         (["tune", "--model=Mamba4Rec", "--params_file=missing.hyper"], "missing.hyper"),
     ],
 )
-def test_subcommands_report_a_missing_file_in_one_line(argv, message, capsys, in_tmp):
+def test_subcommands_report_a_bad_argument_in_one_line(argv, message, capsys, in_tmp):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
