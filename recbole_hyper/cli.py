@@ -28,6 +28,8 @@ SUBCOMMANDS = ("train", "tune", "recommend", "plot")
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of ``recbole-hyper`` and ``run_recbole_hyper.py``; returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and not argv[0].startswith("-") and argv[0] not in SUBCOMMANDS:
+        return _fail(f"unknown subcommand '{argv[0]}': use one of {', '.join(SUBCOMMANDS)} (train when left out).")
     command = argv[0] if argv and argv[0] in SUBCOMMANDS else "train"
     rest = argv[1:] if argv and argv[0] in SUBCOMMANDS else argv
     return {"train": train_main, "tune": tune_main, "recommend": recommend_main, "plot": plot_main}[command](rest)
@@ -281,7 +283,11 @@ def plot_main(argv: Optional[List[str]] = None) -> int:
     checkpoint = Path(args.checkpoint)
     if not checkpoint.is_file():
         return _fail(f"checkpoint {checkpoint} not found")
-    config, model, dataset, train_data, _, _ = load_data_and_model(str(checkpoint))
+    try:
+        config, model, dataset, train_data, _, _ = load_data_and_model(str(checkpoint))
+    except Exception as exc:  # not a checkpoint, or its data are gone
+        lines = str(exc).strip().splitlines()
+        return _fail(f"{checkpoint} cannot be loaded with its data ({type(exc).__name__}: {lines[0] if lines else ''})")
     popularity = item_popularity(train_data._dataset, model.n_items)
     out = Path(args.out) if args.out else checkpoint.with_suffix(".poincare.png")
     title = f"{config['model']} on {config['dataset']}: items on the Poincare disk"

@@ -17,6 +17,8 @@ def test_train_is_the_default_subcommand(argv, capsys, in_tmp):
     "argv, message",
     [
         (["--model="], "--model is empty"),
+        (["serve", "--model=Mamba4Rec"], "unknown subcommand 'serve'"),
+        (["plot", __file__], "cannot be loaded with its data"),
         (["train", "--dataset= "], "--dataset is empty"),
         (["plot", "missing.pth"], "checkpoint missing.pth not found"),
         (["recommend", "missing.pth", "--users", "1"], "missing.pth"),
