@@ -266,14 +266,41 @@ RUNTIME_KEYS = {
 }
 
 
+_ALL_KEYS = None
+
+
+def all_known_keys() -> set:
+    """Every key of RecBole's yaml files (all models, datasets, quick-start settings) and of the plugin's."""
+    global _ALL_KEYS
+    if _ALL_KEYS is None:
+        import recbole
+        import yaml
+
+        from recbole_hyper.config.renamed import RENAMED_KEYS
+        from recbole_hyper.registry import MODELS, get_model_class
+
+        keys = set(RUNTIME_KEYS) | set(RENAMED_KEYS) | set(TRAINER_PARAMS)
+        for root in (Path(recbole.__file__).parent / "properties", properties_dir()):
+            for path in root.rglob("*.yaml"):
+                try:
+                    loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+                except (yaml.YAMLError, UnicodeDecodeError):
+                    continue
+                if isinstance(loaded, dict):
+                    keys |= {str(k) for k in loaded}
+        for name in MODELS:
+            keys |= set(getattr(get_model_class(name), "hyper_parameters", None) or {})
+        _ALL_KEYS = keys
+    return _ALL_KEYS
+
+
 def _check_unknown_keys(config: Config) -> None:
-    """A setting that is nowhere a key but close to one is a typo: say so instead of ignoring it."""
+    """A setting that is no key of any model, dataset or RecBole, but close to one, is a typo:
+    say so instead of ignoring it (keys of other models are fine: one config file may serve several)."""
     import difflib
 
-    from recbole_hyper.config.renamed import RENAMED_KEYS
-
-    known = set(config.internal_config_dict) | set(getattr(config.model_class, "hyper_parameters", None) or {})
-    known |= RUNTIME_KEYS | set(RENAMED_KEYS) | set(TRAINER_PARAMS)
+    known = all_known_keys() | set(config.internal_config_dict)
+    known |= set(getattr(config.model_class, "hyper_parameters", None) or {})
     problems = []
     for key in sorted(set(config.external_config_dict) - known):
         close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.85)
