@@ -137,3 +137,12 @@ def every_position(model, seq: torch.Tensor, lens: torch.Tensor) -> torch.Tensor
     width = max(1, min(seq.shape[1], int(lens.max())))
     out = model(seq, lens, target_mask=torch.ones(seq.shape[0], width, dtype=torch.bool))
     return out.view(seq.shape[0], width, -1)
+
+
+def train_tiny(data_path, model="Mamba4Rec", **settings):
+    """Train ``model`` briefly on the tiny dataset through the runner; returns its best checkpoint."""
+    from recbole_hyper.quick_start import run_recbole_hyper
+
+    config = fast_config(data_path=data_path, load_col={"inter": ["user_id", "item_id", "timestamp"]},
+                         MAX_ITEM_LIST_LENGTH=5, train_batch_size=8, **settings)
+    return run_recbole_hyper(model, "tiny", config_dict=config, count_flops=False)["checkpoint"]

@@ -209,11 +209,19 @@ class PluginTrainerMixin:
         saved_model = checkpoint["config"]["model"]
         if saved_model.lower() != self.config["model"].lower():
             raise error(f"{source} was trained with {saved_model}, not {self.config['model']}.")
+        try:
+            self._load_weights(checkpoint)
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            lines = str(exc).strip().splitlines()
+            raise error(
+                f"{source} does not fit this run's model: its weights or optimizer state have other shapes "
+                f"({type(exc).__name__}: {lines[0][:200] if lines else ''}). The model's settings or the data "
+                f"changed since it was written; resume with the interrupted run's settings and data."
+            ) from None
         self.start_epoch = checkpoint["epoch"] + 1
         self.cur_step = checkpoint["cur_step"]
         self.best_valid_score = checkpoint["best_valid_score"]
-        self._load_weights(checkpoint)
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
 
     def _load_trained(self, checkpoint_file) -> None:
         # Distributed: only rank 0 wrote the file (other nodes may not see it); it sends the weights.

@@ -9,15 +9,10 @@ from recbole_hyper.cli import main, read_sequences
 from recbole_hyper.quick_start import run_recbole_hyper
 from recbole_hyper.serving import Recommender, ServingError, UnknownTokenError, serving_path
 from tests.helpers import fast_config
+from tests.helpers import train_tiny as train
 
 # Every test here trains a small model first.
 pytestmark = pytest.mark.slow
-
-
-def train(tiny_dataset, model="Mamba4Rec", **settings):
-    config = fast_config(data_path=tiny_dataset, load_col={"inter": ["user_id", "item_id", "timestamp"]},
-                         MAX_ITEM_LIST_LENGTH=5, train_batch_size=8, **settings)
-    return run_recbole_hyper(model, "tiny", config_dict=config, count_flops=False)["checkpoint"]
 
 
 @pytest.fixture
@@ -131,3 +126,4 @@ def test_a_non_sequential_model_trains_on_own_data_without_load_col(tiny_dataset
         "BPR", "tiny", config_dict=fast_config(data_path=tiny_dataset, train_batch_size=8), count_flops=False
     )
     assert set(result["test_result"]) >= {"ndcg@10", "hit@10"}
+
