@@ -29,7 +29,9 @@ below is targeted: it restores what RecBole needs and changes nothing else
   cannot be imported, :func:`quick_start_without_ray` lets RecBole's
   ``quick_start`` import with a stand-in for that one call (and says so once);
   ``ray`` itself stays absent for everyone else.  The plugin's own paths never
-  import ``recbole.quick_start``.
+  import ``recbole.quick_start``.  hyperopt 0.2.5 (the search of ``recbole-hyper tune``)
+  imports ``pkg_resources`` too, for ``resource_string`` alone: without it, that one function
+  is given from ``importlib.resources`` while hyperopt's ATPE module is imported.
 * **Checkpoints.**  Since torch 2.6, ``torch.load`` defaults to
   ``weights_only=True``, which cannot read RecBole checkpoints (they pickle the
   ``Config`` object with protocol 4).  :func:`load_checkpoint` loads them with
@@ -243,14 +245,53 @@ class _RayStandIn:
             """A no-op, as ray's own is outside a ray session."""
 
 
-class _QuickStartFinder:
-    """Imports ``recbole.quick_start.quick_start`` with :class:`_RayStandIn` as ``ray`` when ray
-    cannot be imported; ``ray`` is back to absent for everyone else afterwards."""
+class _PkgResourcesStandIn:
+    """What hyperopt 0.2.5 uses of ``pkg_resources`` (gone from setuptools 82): ``resource_string``."""
 
-    target = "recbole.quick_start.quick_start"
+    @staticmethod
+    def resource_string(package: str, resource: str) -> bytes:
+        """The bytes of ``resource`` inside ``package``, as pkg_resources gave them."""
+        from importlib import resources
+
+        return resources.files(package).joinpath(resource).read_bytes()
+
+
+_importable_cache = {}
+
+
+def _importable(name: str) -> bool:
+    """Whether ``import name`` works (tried once; an installed but broken package counts as absent)."""
+    if name not in _importable_cache:
+        present = sys.modules.get(name)
+        if present is not None and present not in (_RayStandIn, _PkgResourcesStandIn):
+            _importable_cache[name] = ""
+        else:
+            try:
+                importlib.import_module(name)
+                _importable_cache[name] = ""
+            except Exception as exc:  # not installed, or ray 2.6.3 without pkg_resources
+                _importable_cache[name] = f"{type(exc).__name__}: {exc}"
+    return _importable_cache[name] == ""
+
+
+# module -> (the package it imports, the stand-in, what to say when it is used); each stand-in is in
+# sys.modules only while that one module is imported.
+_STAND_INS = {
+    "recbole.quick_start.quick_start": (
+        "ray", {"ray": _RayStandIn, "ray.tune": _RayStandIn.tune},
+        "recbole.quick_start runs without it (objective_function's ray.tune.report is skipped). "
+        "RecBole's ray-based tools need ray: pip install 'ray<=2.6.3' 'setuptools<82' on Python 3.11 and older.",
+    ),
+    "hyperopt.atpe": ("pkg_resources", {"pkg_resources": _PkgResourcesStandIn}, None),
+}
+
+
+class _StandInFinder:
+    """Imports each module of :data:`_STAND_INS` with its stand-in when the real package cannot be
+    imported; the stand-in is removed from ``sys.modules`` right after."""
 
     def find_spec(self, name, path=None, target=None):
-        if name != self.target or _ray_importable():
+        if name not in _STAND_INS or _importable(_STAND_INS[name][0]):
             return None
         import importlib.machinery
 
@@ -259,22 +300,22 @@ class _QuickStartFinder:
                 continue
             spec = finder.find_spec(name, path, target)
             if spec is not None:
-                spec.loader = _WithRayStandIn(spec.loader)
+                spec.loader = _WithStandIn(spec.loader, *_STAND_INS[name])
                 return spec
         return importlib.machinery.PathFinder.find_spec(name, path, target)
 
 
-class _WithRayStandIn:
-    def __init__(self, loader):
-        self.loader = loader
+class _WithStandIn:
+    def __init__(self, loader, package, modules, message):
+        self.loader, self.package, self.modules, self.message = loader, package, modules, message
 
     def create_module(self, spec):
         return self.loader.create_module(spec)
 
     def exec_module(self, module):
         absent = object()
-        saved = {k: sys.modules.get(k, absent) for k in ("ray", "ray.tune")}
-        sys.modules["ray"], sys.modules["ray.tune"] = _RayStandIn, _RayStandIn.tune
+        saved = {k: sys.modules.get(k, absent) for k in self.modules}
+        sys.modules.update(self.modules)
         try:
             self.loader.exec_module(module)
         finally:
@@ -283,36 +324,19 @@ class _WithRayStandIn:
                     sys.modules.pop(key, None)
                 else:
                     sys.modules[key] = value
-        warnings.warn(
-            f"ray cannot be imported ({_ray_problem}); recbole.quick_start runs without it "
-            "(objective_function's ray.tune.report is skipped). RecBole's ray-based tools need "
-            "ray: pip install 'ray<=2.6.3' 'setuptools<82' on Python 3.11 and older.",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-
-
-_ray_problem = None
-
-
-def _ray_importable() -> bool:
-    """Whether ``import ray`` works (tried once; a broken ray counts as absent)."""
-    global _ray_problem
-    if sys.modules.get("ray") not in (None, _RayStandIn):
-        return True
-    if _ray_problem is None:
-        try:
-            importlib.import_module("ray")
-            _ray_problem = ""
-        except Exception as exc:  # not installed, or ray 2.6.3 without pkg_resources
-            _ray_problem = f"{type(exc).__name__}: {exc}"
-    return _ray_problem == ""
+        if self.message:
+            warnings.warn(
+                f"{self.package} cannot be imported ({_importable_cache[self.package]}); {self.message}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
 
 
 def quick_start_without_ray() -> None:
-    """Install :class:`_QuickStartFinder` (idempotent); it acts only when ray cannot be imported."""
-    if not any(isinstance(f, _QuickStartFinder) for f in sys.meta_path):
-        sys.meta_path.insert(0, _QuickStartFinder())
+    """Install :class:`_StandInFinder` (idempotent): RecBole's quick_start without ray, and
+    hyperopt 0.2.5 (``recbole-hyper tune``) without setuptools' ``pkg_resources``."""
+    if not any(isinstance(f, _StandInFinder) for f in sys.meta_path):
+        sys.meta_path.insert(0, _StandInFinder())
 
 
 def import_recbole_models():

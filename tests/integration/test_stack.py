@@ -112,3 +112,19 @@ def test_stock_quick_start_imports_without_ray(tmp_path):
                           env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.split() == ["1", "True"]
+
+
+def test_hyperopt_imports_without_pkg_resources(tmp_path):
+    """setuptools >= 82 has no pkg_resources, which hyperopt 0.2.5 imports for resource_string."""
+    script = (
+        "import sys\n"
+        "sys.modules['pkg_resources'] = None  # import pkg_resources fails\n"
+        "import recbole_hyper\n"
+        "import hyperopt.atpe as atpe\n"
+        "data = atpe.pkg_resources.resource_string('hyperopt', 'atpe_models/scaling_model.json')\n"
+        "print(data[:1] == b'{', sys.modules['pkg_resources'] is None)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
+                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["True", "True"]
