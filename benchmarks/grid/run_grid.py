@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import RESULTS, add_data_path, device_name, spawn_worker, worker_main
-from recbole_hyper.data.atomic_files import DatasetNotFoundError, inter_path, locate_inter
+from recbole_hyper.data.atomic_files import ATOMIC_SUFFIXES, DatasetNotFoundError, inter_path, locate_inter
 from recbole_hyper.registry import BASELINES, MODELS
 from recbole_hyper.training.baselines import CAUSAL_BASELINES
 
@@ -157,9 +157,6 @@ def grid_config(overrides: dict, data_path: str | None) -> dict:
     if data_path:
         config["data_path"] = data_path
     return config
-
-
-ATOMIC_SUFFIXES = (".inter", ".user", ".item", ".kg", ".link", ".net")
 
 
 def data_files(data_path: str | None, dataset: str) -> list:

@@ -33,10 +33,14 @@ __all__ = [
     "check_load_col_has_time",
     "check_not_filtered_away",
     "FIELD_TYPES",
+    "ATOMIC_SUFFIXES",
 ]
 
 # RecBole's FeatureType values, as written in atomic file headers.
 FIELD_TYPES = ("token", "token_seq", "float", "float_seq")
+
+# The kinds of RecBole atomic files, by their suffix.
+ATOMIC_SUFFIXES = (".inter", ".user", ".item", ".kg", ".link", ".net")
 
 
 class DataError(ValueError):

@@ -36,7 +36,7 @@ from typing import Optional
 
 import yaml
 
-from recbole_hyper.data.atomic_files import DatasetNotFoundError
+from recbole_hyper.data.atomic_files import ATOMIC_SUFFIXES, DatasetNotFoundError
 
 __all__ = ["DownloadError", "known_url", "download_dataset"]
 
@@ -147,7 +147,7 @@ def _extract(dataset: str, url: str, archive: Path, out: Path, where: str) -> No
             f"The download of dataset '{dataset}' from {url} is not a zip archive; nothing was kept. "
             f"Check the address (download_url), or {where}."
         ) from None
-    atomic = [p for p in (out / "unpacked").rglob("*") if p.is_file() and p.suffix in _ATOMIC_SUFFIXES]
+    atomic = [p for p in (out / "unpacked").rglob("*") if p.is_file() and p.suffix in ATOMIC_SUFFIXES]
     inter = [p for p in atomic if p.suffix == ".inter"]
     if len(inter) != 1:
         raise DownloadError(
@@ -169,6 +169,3 @@ def _is_hex(text: str) -> bool:
         return False
     return True
 
-
-# RecBole's atomic file kinds.
-_ATOMIC_SUFFIXES = (".inter", ".user", ".item", ".kg", ".link", ".net")

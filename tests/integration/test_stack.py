@@ -13,6 +13,14 @@ from recbole_hyper import compat
 from tests.helpers import REPO, prepare
 
 
+def fresh_process(script: str, cwd) -> list:
+    """Run ``script`` in a new interpreter that sees only the checkout; returns its printed words."""
+    proc = subprocess.run([sys.executable, "-c", script], cwd=cwd, capture_output=True, text=True,
+                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout.split()
+
+
 def test_numpy_aliases_get_their_numpy1_meanings_when_missing(monkeypatch):
     for alias in compat.NUMPY1_ALIASES:
         monkeypatch.delattr(np, alias, raising=False)
@@ -108,10 +116,7 @@ def test_stock_quick_start_imports_without_ray(tmp_path):
         "qs.tune.report(ndcg=1.0)\n"
         "print(sum('ray cannot be imported' in str(w.message) for w in seen), sys.modules['ray'] is None)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
-                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.split() == ["1", "True"]
+    assert fresh_process(script, tmp_path) == ["1", "True"]
 
 
 def test_hyperopt_imports_without_pkg_resources(tmp_path):
@@ -124,7 +129,4 @@ def test_hyperopt_imports_without_pkg_resources(tmp_path):
         "data = atpe.pkg_resources.resource_string('hyperopt', 'atpe_models/scaling_model.json')\n"
         "print(data[:1] == b'{', sys.modules['pkg_resources'] is None)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
-                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.split() == ["True", "True"]
+    assert fresh_process(script, tmp_path) == ["True", "True"]
