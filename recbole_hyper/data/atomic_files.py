@@ -3,10 +3,13 @@
 RecBole reads ``<data_path>/<dataset>/<dataset>.inter`` only when the dataset
 is built, long after the configuration, and reports bad data late and
 obscurely (``[timestamp] is not exist in interaction``, a pandas parser error,
-an empty-array error deep in the filters).  :func:`inspect_dataset` reads the
-header and the first data line once, while the configuration is built, and
-raises :class:`DataError` with the file and the fix, so a run fails before
-anything is written.
+an empty-array error deep in the filters), or not at all (an empty item is
+trained on as padding, an empty time gets the column's mean).
+:func:`inspect_dataset` reads the header and then every row once
+(:func:`check_rows`), while the configuration is built, and raises
+:class:`DataError` with the file, the line and the fix, so a run fails before
+anything is written.  A missing dataset that RecBole knows is downloaded
+first (:func:`locate_inter`).
 
 It also provides the default ``load_col`` for a dataset that has no yaml:
 RecBole's default loads only the user and item columns, which makes every
