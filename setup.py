@@ -58,9 +58,12 @@ setup(
         "pandas>=2.0",
     ],
     extras_require={
-        "test": ["pytest>=7", "ruff==0.17.6"],
+        # Triton on Linux x86-64 lets the tests run the Triton scan kernels in its CPU interpreter.
+        "test": ["pytest>=7", "ruff==0.17.6", 'triton>=3.2; platform_system == "Linux" and platform_machine == "x86_64"'],
         "plot": ["matplotlib>=3.7"],
         "cuda": ["mamba-ssm>=2.2", "causal-conv1d>=1.4"],
+        # The Triton scan backend (PyTorch's CUDA builds already bring Triton).
+        "triton": ["triton>=3.2"],
     },
     entry_points={"console_scripts": ["recbole-hyper=recbole_hyper.cli:main"]},
     classifiers=[

@@ -14,7 +14,11 @@ Prints a table and writes JSON (default: benchmarks/results/scan_<device>.json).
 
     python -m benchmarks.perf.bench_scan              # full run (the naive scan at L=200 takes minutes)
     python -m benchmarks.perf.bench_scan --quick      # fewer repetitions, no naive L=200
-    python -m benchmarks.perf.bench_scan --device cuda  # also times mamba-ssm's kernels if installed
+    python -m benchmarks.perf.bench_scan --device cuda  # also our Triton kernels and mamba-ssm's, if installed
+
+On CUDA, "ours (torch)" and "Mamba4Rec" are the PyTorch scan; "ours (triton)" and
+"Mamba4Rec (triton)" the Triton kernels (``scan_backend: triton``); peak memory is
+torch.cuda's peak allocation during one forward + backward.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import torch.nn.functional as F
 import recbole_hyper
 from benchmarks.common import ConfigStub, DatasetStub, device_name, run_metadata, sync
 from recbole_hyper.compat import tune_allocator
-from recbole_hyper.ops.scan import mamba_ssm_available, selective_scan
+from recbole_hyper.ops.scan import mamba_ssm_available, selective_scan, triton_available
 from recbole_hyper.ops.scan_ref import selective_scan_ref
 
 
@@ -96,6 +100,8 @@ def bench_scan(args, device):
         "ours (torch)": lambda **k: selective_scan(**k, backend="torch"),
         "naive (materialised)": naive_scan,
     }
+    if device.type == "cuda" and triton_available():
+        variants["ours (triton)"] = lambda **k: selective_scan(**k, backend="triton")
     if device.type == "cuda" and mamba_ssm_available():
         variants["mamba-ssm kernels"] = lambda **k: selective_scan(**k, backend="cuda")
     for L in args.lengths:
@@ -105,10 +111,16 @@ def bench_scan(args, device):
             for name, fn in variants.items()
             if not (name.startswith("naive") and L > args.naive_max_len)
         }
-        mem = {}
+        mem, peak = {}, {}
         for name, fn in active.items():
-            fn(**inputs)  # warm-up (and allocator growth)
+            fn(**inputs)  # warm-up (and allocator growth, and Triton's compilation)
             _, mem[name] = saved_bytes(lambda: fn(**inputs))
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+                base = torch.cuda.memory_allocated()
+                torch.cuda.reset_peak_memory_stats()
+                time_fwd_bwd(fn, inputs, device, 1)
+                peak[name] = (torch.cuda.max_memory_allocated() - base) / 2**20
         naive_on = "naive (materialised)" in active
         rounds = args.naive_reps if naive_on else 1
         per_round = max(1, args.reps // rounds)
@@ -130,6 +142,7 @@ def bench_scan(args, device):
                 "median_s": statistics.median(times[name]),
                 "times_s": times[name],
                 "saved_for_backward_MB": mem[name] / 2**20,
+                "peak_MB": peak.get(name),
             }
             rows.append(row)
             print(f"  scan L={L:4d} {name:22s} median {row['median_s']:8.3f} s", flush=True)
@@ -166,8 +179,19 @@ def build_models(L, n_items, device):
     mamba_cfg.pop("train_neg_sample_args", None)
     data = DatasetStub({"item_id": n_items})
     sas = SASRec(ConfigStub({**common, **sas_cfg}), data).to(device)
-    mamba = recbole_hyper.Mamba4Rec(ConfigStub({**common, **mamba_cfg}), data).to(device)
-    return {"SASRec": sas, "Mamba4Rec": mamba}, sas_cfg, mamba_cfg
+    # "Mamba4Rec" is the PyTorch scan everywhere; the kernels are extra rows on CUDA.
+    mamba_cfg["scan_backend"] = "torch"
+    models = {"SASRec": sas}
+    backends = {"Mamba4Rec": "torch"}
+    if device.type == "cuda" and triton_available():
+        backends["Mamba4Rec (triton)"] = "triton"
+    if device.type == "cuda" and mamba_ssm_available():
+        backends["Mamba4Rec (mamba-ssm)"] = "cuda"
+    for name, backend in backends.items():
+        torch.manual_seed(0)
+        cfg = ConfigStub({**common, **mamba_cfg, "scan_backend": backend})
+        models[name] = recbole_hyper.Mamba4Rec(cfg, data).to(device)
+    return models, sas_cfg, mamba_cfg
 
 
 def bench_steps(args, device):
@@ -194,21 +218,18 @@ def bench_steps(args, device):
                 if rep:
                     times[name].append(time.perf_counter() - start)
         med = {k: statistics.median(v) for k, v in times.items()}
-        rows.append(
-            {
-                "L": L,
-                "batch": args.batch,
-                "n_items": args.n_items,
-                "SASRec_median_s": med["SASRec"],
-                "Mamba4Rec_median_s": med["Mamba4Rec"],
-                "ratio_Mamba4Rec_over_SASRec": med["Mamba4Rec"] / med["SASRec"],
-                "SASRec_times_s": times["SASRec"],
-                "Mamba4Rec_times_s": times["Mamba4Rec"],
-            }
-        )
+        row = {"L": L, "batch": args.batch, "n_items": args.n_items}
+        for name in models:
+            row[f"{name}_median_s"] = med[name]
+            if name != "SASRec":
+                row[f"ratio_{name}_over_SASRec"] = med[name] / med["SASRec"]
+        for name in models:
+            row[f"{name}_times_s"] = times[name]
+        rows.append(row)
         print(
-            f"  step L={L:4d} SASRec {med['SASRec']:.3f} s  Mamba4Rec {med['Mamba4Rec']:.3f} s  "
-            f"ratio {med['Mamba4Rec'] / med['SASRec']:.2f}",
+            f"  step L={L:4d} "
+            + "  ".join(f"{n} {med[n]:.3f} s" for n in models)
+            + f"  Mamba4Rec / SASRec {med['Mamba4Rec'] / med['SASRec']:.2f}",
             flush=True,
         )
     return rows
@@ -242,21 +263,27 @@ def main():
     print(f"training step, batch {args.batch}, {args.n_items} items")
     step_rows = bench_steps(args, device)
 
-    print("\n| L | variant | fwd+bwd median (s) | saved for backward (MB) | speed-up vs naive |")
-    print("|---:|---|---:|---:|---:|")
+    print("\n| L | variant | fwd+bwd median (ms) | saved for backward (MB) | peak (MB) | speed-up vs naive |")
+    print("|---:|---|---:|---:|---:|---:|")
     for r in scan_rows:
         sp = r.get("speedup_vs_naive")
+        pk = r.get("peak_MB")
         print(
-            f"| {r['L']} | {r['variant']} | {r['median_s']:.3f} | {r['saved_for_backward_MB']:.0f} | "
+            f"| {r['L']} | {r['variant']} | {r['median_s'] * 1e3:.1f} | {r['saved_for_backward_MB']:.0f} | "
+            + (f"{pk:.0f}" if pk is not None else "-")
+            + " | "
             + (f"{sp:.1f}x" if sp else "")
             + " |"
         )
-    print("\n| L | SASRec step (s) | Mamba4Rec step (s) | Mamba4Rec / SASRec |")
-    print("|---:|---:|---:|---:|")
+    names = [k[: -len("_median_s")] for k in step_rows[0] if k.endswith("_median_s")] if step_rows else []
+    print("\n| L | " + " | ".join(f"{n} step (s)" for n in names) + " | "
+          + " | ".join(f"{n} / SASRec" for n in names if n != "SASRec") + " |")
+    print("|---:|" + "---:|" * (2 * len(names) - 1))
     for r in step_rows:
         print(
-            f"| {r['L']} | {r['SASRec_median_s']:.3f} | {r['Mamba4Rec_median_s']:.3f} | "
-            f"{r['ratio_Mamba4Rec_over_SASRec']:.2f} |"
+            f"| {r['L']} | " + " | ".join(f"{r[n + '_median_s']:.3f}" for n in names) + " | "
+            + " | ".join(f"{r[n + '_median_s'] / r['SASRec_median_s']:.2f}" for n in names if n != "SASRec")
+            + " |"
         )
 
     out = Path(args.out) if args.out else Path(__file__).parent / "results" / f"scan_{device.type}.json"

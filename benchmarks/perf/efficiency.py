@@ -18,6 +18,10 @@ saved; every model then runs in its own process on the same batches:
     python -m benchmarks.perf.efficiency --dataset ml-1m --data_path ../datasets \\
         --models Mamba4Rec HyMoERec HMamba HM2Rec SASRec BERT4Rec GRU4Rec NARM
     python -m benchmarks.perf.efficiency --dataset ml-100k --batch 256 --models Mamba4Rec HM2Rec
+    python -m benchmarks.perf.efficiency --device cuda --scan-backend torch triton   # both scans, one table
+
+``--scan-backend`` sets the plugin's models' ``scan_backend`` (default ``auto``);
+with several values every plugin model runs once per backend.
 """
 
 from __future__ import annotations
@@ -127,6 +131,8 @@ def measure_model(spec: dict) -> dict:
     data = torch.load(spec["batches"], weights_only=False)
     facts = spec["facts"]
     overrides = {"MAX_ITEM_LIST_LENGTH": facts["L"], "show_progress": False, "train_mode": spec["train_mode"]}
+    if spec.get("scan_backend"):
+        overrides["scan_backend"] = spec["scan_backend"]
     if spec.get("data_path"):
         overrides["data_path"] = spec["data_path"]
     config = PluginConfig(model=spec["model"], dataset=spec["dataset"], config_dict=overrides)
@@ -229,6 +235,9 @@ def main():
     parser.add_argument("--train-mode", default="augmented", choices=["augmented", "full_sequence"],
                         help="full_sequence: --batch counts windows")
     parser.add_argument("--amp", action="store_true", help="autocast the loss (bfloat16 on a CPU), as enable_amp does")
+    parser.add_argument("--scan-backend", nargs="+", default=["auto"],
+                        choices=["auto", "cuda", "triton", "torch"],
+                        help="scan_backend of the plugin's models; several values: one row per backend")
     parser.add_argument("--out", default=None)
     parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -242,22 +251,31 @@ def main():
         facts = sample_batches(args, work)
         print(f"  {facts}", flush=True)
         rows = []
-        for model in args.models:
+        runs = [
+            (model, backend)
+            for model in args.models
+            for backend in (args.scan_backend if model in MODELS else [None])
+        ]
+        for model, backend in runs:
+            label = model if backend in (None, "auto") or len(args.scan_backend) == 1 else f"{model} ({backend})"
             spec = dict(
                 model=model, dataset=args.dataset, data_path=args.data_path, device=args.device,
                 batches=str(work / "batches.pt"), facts=facts, steps=args.steps,
-                train_mode=args.train_mode, amp=args.amp,
+                train_mode=args.train_mode, amp=args.amp, scan_backend=backend,
             )
-            proc, row = spawn_worker(__spec__.name, spec, work / f"{model}.json", cwd=tmp, capture=True)
+            tag = label.replace(" ", "_").replace("(", "").replace(")", "")
+            proc, row = spawn_worker(__spec__.name, spec, work / f"{tag}.json", cwd=tmp, capture=True)
             if row is None:
                 why = "killed (out of memory?)" if proc.returncode in (-9, 137) else f"exit {proc.returncode}"
-                print(f"  {model}: FAILED, {why}\n{proc.stderr[-2000:]}", flush=True)
-                rows.append({"model": model, "failed": why})
+                print(f"  {label}: FAILED, {why}\n{proc.stderr[-2000:]}", flush=True)
+                rows.append({"model": label, "failed": why})
                 continue
+            row["model"] = label
+            row["scan_backend"] = backend
             rows.append(row)
             extra = f", graph {row['graph_share'] * 100:.0f}% of a step" if row["graph_share"] else ""
             print(
-                f"  {model:10s} step {row['step_s']:.3f} s  epoch ~{row['epoch_s_estimate']:.0f} s  "
+                f"  {label:10s} step {row['step_s']:.3f} s  epoch ~{row['epoch_s_estimate']:.0f} s  "
                 f"inference {row['inference_s_per_batch']:.3f} s/batch  peak {row['peak_memory_MB']:.0f} MB{extra}",
                 flush=True,
             )
@@ -282,6 +300,8 @@ def main():
             f"{r['peak_memory_MB']:.0f} | {r['n_params']:,} | {share} | {ratio:.2f}x |"
         )
     suffix = ("_full_sequence" if args.train_mode == "full_sequence" else "") + ("_amp" if args.amp else "")
+    if args.scan_backend != ["auto"]:
+        suffix += "_scan-" + "-".join(args.scan_backend)
     out = Path(args.out) if args.out else (
         RESULTS / f"efficiency_{args.dataset}_{args.device}_b{args.batch}{suffix}.json"
     )

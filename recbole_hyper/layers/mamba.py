@@ -6,9 +6,10 @@ state dict trained with mamba-ssm loads into this block and back.
 
 Two execution paths compute the same function:
 
-* ``torch`` backend: the block runs time-major, (L, batch, channels), which is
-  the layout of our PyTorch selective scan; the causal depthwise convolution is
-  a sum of shifted products;
+* ``torch`` and ``triton`` backends: the block runs time-major, (L, batch,
+  channels), which is the layout of our PyTorch selective scan and the one our
+  Triton kernels read fastest; the causal depthwise convolution is a sum of
+  shifted products;
 * ``cuda`` backend: mamba-ssm's ``selective_scan_fn`` and, when installed,
   causal-conv1d's ``causal_conv1d_fn``, in mamba-ssm's (batch, channels, L)
   layout.
@@ -83,7 +84,7 @@ class Mamba(nn.Module):
             initialisation (see :meth:`reset_parameters`).
         d_input: width of the input if it differs from ``d_model`` (HMamba's
             Lorentz inputs have d_model + 1 coordinates).
-        scan_backend: ``auto`` | ``cuda`` | ``torch``.
+        scan_backend: ``auto`` | ``cuda`` | ``triton`` | ``torch``.
     """
 
     def __init__(
@@ -222,12 +223,12 @@ class Mamba(nn.Module):
                 rows = torch.arange(y.shape[0], device=y.device)
                 y, z = y[rows, output_at], z[rows, output_at]
             return self.out_proj(y * F.silu(z))
-        y = self._scan_torch(hidden_states, output_at)
+        y = self._scan_time_major(hidden_states, output_at, backend)
         if output_at is not None:
             return self.out_proj(y)  # (batch, d_model)
         return self.out_proj(y).transpose(0, 1)
 
-    def _scan_torch(self, hidden_states, output_at=None):
+    def _scan_time_major(self, hidden_states, output_at=None, backend="torch"):
         """Gated SSM output, time-major (L, batch, ED), or (batch, ED) at ``output_at``."""
         x = hidden_states.transpose(0, 1)  # (L, batch, d_input)
         xz = self.in_proj(x)
@@ -251,6 +252,7 @@ class Mamba(nn.Module):
             delta_bias=self.dt_proj.bias.float(),
             delta_softplus=True,
             output_at=output_at,
+            backend=backend,
         )
 
     def _scan_cuda(self, hidden_states):

@@ -6,6 +6,7 @@ from recbole_hyper.ops.scan import (
     resolve_backend,
     selective_scan,
     selective_scan_time_major,
+    triton_available,
 )
 from recbole_hyper.ops.scan_ref import selective_scan_ref
 
@@ -16,4 +17,5 @@ __all__ = [
     "selective_scan",
     "selective_scan_time_major",
     "selective_scan_ref",
+    "triton_available",
 ]

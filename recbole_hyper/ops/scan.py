@@ -5,10 +5,13 @@ For every batch row ``b``, channel ``d`` and state dimension ``n``::
     h[t] = exp(delta[t] * A[d, n]) * h[t-1] + delta[t] * B[t, n] * u[t]
     y[t] = sum_n C[t, n] * h[t, n]  (+ D[d] * u[t])  (* silu(z[t]))
 
-Two backends compute it:
+Three backends compute it:
 
 * ``cuda``: mamba-ssm's fused kernels (``selective_scan_fn``), used when the
   package is importable and the tensors live on a CUDA device;
+* ``triton``: our fused Triton kernels (:mod:`recbole_hyper.ops.scan_triton`),
+  for CUDA tensors with nothing to compile beyond Triton's own just-in-time
+  compilation (Triton comes with PyTorch's CUDA builds);
 * ``torch``: our own implementation in plain PyTorch, which runs on CPU and
   CUDA.  It never materialises a (batch, ED, L, N) tensor: the sequence is
   processed in cache-sized blocks of (time steps x batch rows), the forward pass
@@ -34,11 +37,12 @@ __all__ = [
     "selective_scan",
     "selective_scan_time_major",
     "mamba_ssm_available",
+    "triton_available",
     "resolve_backend",
     "SCAN_BACKENDS",
 ]
 
-SCAN_BACKENDS = ("auto", "cuda", "torch")
+SCAN_BACKENDS = ("auto", "cuda", "triton", "torch")
 _LOG2E = 1.4426950408889634
 # Elements of one (time x batch x ED x N) work buffer of the torch backend.
 # About 4 MB in float32: the handful of such buffers stays in the L3 cache.
@@ -69,12 +73,44 @@ def mamba_ssm_available() -> bool:
     return _load_mamba_ssm() is not None
 
 
-def resolve_backend(backend: str, device: torch.device) -> str:
-    """Turn ``auto``/``cuda``/``torch`` into the backend that will run.
+_triton_fn = None
+_triton_checked = False
 
-    ``auto`` picks mamba-ssm's kernels for CUDA tensors when mamba-ssm is
-    installed and our PyTorch scan otherwise; ``cuda`` insists on the kernels
-    and raises a clear error when they cannot be used.
+
+def _load_triton():
+    global _triton_fn, _triton_checked
+    if not _triton_checked:
+        _triton_checked = True
+        try:
+            from recbole_hyper.ops.scan_triton import selective_scan_triton
+        except Exception:  # ImportError, or a Triton that cannot start here
+            selective_scan_triton = None
+        _triton_fn = selective_scan_triton
+    return _triton_fn
+
+
+def triton_available() -> bool:
+    """Whether our Triton kernels can be imported (Triton is installed)."""
+    return _load_triton() is not None
+
+
+def _triton_interpreted() -> bool:
+    if _load_triton() is None:
+        return False
+    from recbole_hyper.ops.scan_triton import INTERPRETED
+
+    return INTERPRETED
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """Turn ``auto``/``cuda``/``triton``/``torch`` into the backend that will run.
+
+    ``auto`` picks, for CUDA tensors, mamba-ssm's kernels when mamba-ssm is
+    installed, else our Triton kernels when Triton is installed, else our
+    PyTorch scan; on CPU always the PyTorch scan.  ``cuda`` and ``triton``
+    insist on their kernels and raise a clear error when they cannot be used
+    (``triton`` runs on CPU tensors only in Triton's interpreter, with
+    ``TRITON_INTERPRET=1``, slowly: for tests).
     """
     if backend not in SCAN_BACKENDS:
         raise ValueError(
@@ -96,7 +132,24 @@ def resolve_backend(backend: str, device: torch.device) -> str:
                 "use scan_backend='auto' to fall back to the PyTorch scan."
             )
         return "cuda"
-    return "cuda" if on_cuda and mamba_ssm_available() else "torch"
+    if backend == "triton":
+        if not triton_available():
+            raise RuntimeError(
+                "scan_backend='triton' needs the triton package (it comes with PyTorch's "
+                "CUDA builds; pip install triton); use scan_backend='auto' or 'torch'."
+            )
+        if not on_cuda and not _triton_interpreted():
+            raise RuntimeError(
+                "scan_backend='triton' needs the model on a CUDA device (or TRITON_INTERPRET=1 "
+                "to run the kernels on the CPU, slowly, for tests); use scan_backend='auto' "
+                "or 'torch' on CPU."
+            )
+        return "triton"
+    if not on_cuda:
+        return "torch"
+    if mamba_ssm_available():
+        return "cuda"
+    return "triton" if triton_available() else "torch"
 
 
 def _plan_blocks(L: int, batch: int, row: int, block_elems: int) -> Tuple[int, int]:
@@ -467,8 +520,9 @@ def selective_scan_time_major(
     return_last_state: bool = False,
     output_at: Optional[torch.Tensor] = None,
     block_elems: int = _DEFAULT_BLOCK_ELEMS,
+    backend: str = "torch",
 ):
-    """Selective scan on time-major tensors with the PyTorch backend.
+    """Selective scan on time-major tensors with the PyTorch (or Triton) backend.
 
     Shapes: u, delta, z (L, batch, ED); A (ED, N); B, C (L, batch, N) or
     (L, batch, groups, N); D, delta_bias (ED,).  Returns y of shape
@@ -479,7 +533,17 @@ def selective_scan_time_major(
     computed and returned, shape (batch, ED), with the parallel form of
     :class:`_ScanAtPositionsFn`; ``z`` may then be given at those positions
     only, (batch, ED).
+
+    ``backend="triton"`` runs the Triton kernels instead (see
+    :func:`resolve_backend`); with ``output_at`` they compute every output and
+    the one asked for is read off.
     """
+    if backend == "triton":
+        return _time_major_triton(
+            u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, output_at
+        )
+    if backend != "torch":
+        raise ValueError(f"selective_scan_time_major runs the 'torch' or 'triton' backend, not {backend!r}.")
     L, batch, ED = u.shape
     N = A.shape[-1]
     out_dtype = u.dtype
@@ -511,16 +575,9 @@ def selective_scan_time_major(
     if output_at is not None:
         if return_last_state:
             raise ValueError("return_last_state and output_at cannot be combined.")
-        output_at = output_at.to(device=u.device, dtype=torch.long)
-        if output_at.shape != (batch,) or (output_at.numel() and (output_at.min() < 0 or output_at.max() >= L)):
-            raise ValueError(f"output_at must be (batch,) = ({batch},) time indices in [0, {L}).")
+        output_at = _check_output_at(output_at, u)
         y = _ScanAtPositionsFn.apply(*core, output_at, block_elems).reshape(batch, ED)
-        rows = torch.arange(batch, device=u.device)
-        if D is not None:
-            y = y + uc[output_at, rows] * D.to(compute)
-        if z is not None:
-            y = y * F.silu((z[output_at, rows] if z.dim() == 3 else z).to(compute))
-        return y.to(out_dtype)
+        return _skip_and_gate_at(y, uc, output_at, D, z, compute).to(out_dtype)
     grad = torch.is_grad_enabled() and any(t.requires_grad for t in (u, delta, A, B, C))
     res = _SelectiveScanFn.apply(*core, block_elems, return_last_state, grad)
     y, last = res if return_last_state else (res, None)
@@ -533,6 +590,39 @@ def selective_scan_time_major(
     if return_last_state:
         return y, last.reshape(batch, ED, N)
     return y
+
+
+def _check_output_at(output_at, u):
+    L, batch = u.shape[:2]
+    output_at = output_at.to(device=u.device, dtype=torch.long)
+    if output_at.shape != (batch,) or (output_at.numel() and (output_at.min() < 0 or output_at.max() >= L)):
+        raise ValueError(f"output_at must be (batch,) = ({batch},) time indices in [0, {L}).")
+    return output_at
+
+
+def _skip_and_gate_at(y, uc, output_at, D, z, compute):
+    """(y + D u) * silu(z) at one position per row; z is (L, batch, ED) or (batch, ED)."""
+    rows = torch.arange(y.shape[0], device=y.device)
+    if D is not None:
+        y = y + uc[output_at, rows] * D.to(compute)
+    if z is not None:
+        y = y * F.silu((z[output_at, rows] if z.dim() == 3 else z).to(compute))
+    return y
+
+
+def _time_major_triton(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, output_at):
+    scan = _load_triton()
+    if scan is None:
+        resolve_backend("triton", u.device)  # raises the error that says what to install
+    if output_at is None:
+        return scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+    if return_last_state:
+        raise ValueError("return_last_state and output_at cannot be combined.")
+    output_at = _check_output_at(output_at, u)
+    compute = torch.promote_types(u.dtype, torch.float32)
+    y = scan(u.to(compute), delta, A, B, C, None, None, delta_bias, delta_softplus)
+    rows = torch.arange(u.shape[1], device=u.device)
+    return _skip_and_gate_at(y[output_at, rows], u.to(compute), output_at, D, z, compute).to(u.dtype)
 
 
 def selective_scan(
@@ -559,8 +649,9 @@ def selective_scan(
         delta_bias: optional (ED,) added to delta; ``delta_softplus`` applies
             softplus to delta (after the bias).
         return_last_state: also return the final state, (batch, ED, N).
-        backend: ``auto`` (mamba-ssm kernels for CUDA tensors when installed,
-            PyTorch otherwise), ``cuda`` or ``torch``.
+        backend: ``auto`` (for CUDA tensors mamba-ssm's kernels when installed,
+            else our Triton kernels when Triton is installed; PyTorch
+            otherwise), ``cuda``, ``triton`` or ``torch``.
 
     Returns:
         y of shape (batch, ED, L) in ``u``'s dtype, and the last state when
@@ -569,7 +660,8 @@ def selective_scan(
     _check_shapes(u, delta, A, B, C)
     if z is not None and z.shape != u.shape:
         raise ValueError(f"z must have the shape of u {tuple(u.shape)}; got {tuple(z.shape)}.")
-    if resolve_backend(backend, u.device) == "cuda":
+    resolved = resolve_backend(backend, u.device)
+    if resolved == "cuda":
         return _load_mamba_ssm()(
             u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state
         )
@@ -578,7 +670,8 @@ def selective_scan(
     Bt = B.permute(2, 0, 1) if B.dim() == 3 else B.permute(3, 0, 1, 2)
     Ct = C.permute(2, 0, 1) if C.dim() == 3 else C.permute(3, 0, 1, 2)
     res = selective_scan_time_major(
-        tm(u), tm(delta), A, Bt, Ct, D, tm(z), delta_bias, delta_softplus, return_last_state
+        tm(u), tm(delta), A, Bt, Ct, D, tm(z), delta_bias, delta_softplus, return_last_state,
+        backend=resolved,
     )
     if return_last_state:
         y, last = res
