@@ -43,7 +43,13 @@ else is our documented reconstruction ([design], each behind a key):
    ``use_vgae: False`` uses the graph embeddings directly.
 3. **Fusion**: the item representation of the sequence model (input
    embeddings and the tied scoring table) is the ID embedding plus a learned
-   linear projection of the item's graph (VGAE) embedding.
+   linear projection of the item's graph (VGAE) embedding.  ``fuse_init``
+   ([design]): ``normal`` draws the projection like every Linear weight,
+   N(0, initializer_range); ``zero`` starts it at zero, so that the item
+   table starts exactly at the ID embeddings (Mamba4Rec's) and the graph
+   enters as training finds it useful.  ``use_graph: False`` removes
+   components 1-3 (no graph, no VGAE, no projection): the item table is the
+   ID embedding, as in Mamba4Rec.
 4. **RoPE-Mamba** (``rope_mode``): ``bc`` rotates B_t and C_t by position
    with A tied within rotated pairs (exact relative positions, see
    :mod:`recbole_hyper.layers.rope`); ``input`` rotates the token
@@ -103,7 +109,11 @@ class HM2Rec(MambaSequentialRecommender):
     loss adds ``graph`` (HGCF's margin loss and the VGAE's reconstruction + KL, weighted)
     and, with ``lambda_lb`` > 0, ``load_balance_<layer>``.
 
-    Keys that matter (``properties/model/HM2Rec.yaml``): ``use_hyperbolic``, ``curvature``,
+    With ``use_graph: False``, ``rope_mode: none`` and ``use_moe: False`` the model is
+    Mamba4Rec (same parameters and names, same scores): the ladder from Mamba4Rec to HM2Rec
+    adds one component at a time.
+
+    Keys that matter (``properties/model/HM2Rec.yaml``): ``use_graph``, ``use_hyperbolic``, ``curvature``,
     ``gcn_layers`` (2), ``graph_loss``/``graph_loss_weight``/``margin``, ``use_vgae``,
     ``vgae_weight``, ``vgae_decoder``, ``vgae_fusion`` (mean), ``rope_mode`` (bc),
     ``use_moe``, ``n_experts`` (4), ``top_k`` (2), ``dropout_prob`` (0.3).
@@ -112,6 +122,8 @@ class HM2Rec(MambaSequentialRecommender):
     hyper_parameters = {
         **COMMON_PARAMS,
         **MAMBA_PARAMS,
+        "use_graph": Param("bool", "the graph branch (graph convolution, VGAE, fusion into the item table)"),
+        "fuse_init": Param("str", "init of the graph-to-item-table projection", choices=("normal", "zero")),
         "use_hyperbolic": Param("bool", "hyperbolic (HGCF) or Euclidean (LightGCN) graph convolution"),
         "curvature": Param("float", "K of the Lorentz model (curvature -1/K)", low=0, low_open=True),
         "learn_curvature": Param("bool", "learn K (as log K)"),
@@ -170,6 +182,24 @@ class HM2Rec(MambaSequentialRecommender):
         self.margin = float(config["margin"])
         self.margin_edges = int(config["margin_edges"])
         self.n_users = dataset.num(self.USER_ID)
+        self.use_graph = config["use_graph"]
+        self.fuse_init = config["fuse_init"]
+        if self.use_graph:
+            self.build_graph_branch(config, dataset)
+        else:
+            self.lorentz = self.graph = self.vgae = self.fuse = None
+
+        self.item_embedding = nn.Embedding(self.n_items, d, padding_idx=0)
+        self.LayerNorm = nn.LayerNorm(d, eps=self.layer_norm_eps)
+        self.dropout = nn.Dropout(self.dropout_prob)
+        self.mamba_layers = self.build_layers(config)
+        self._table = None
+        self.init_weights(config)
+
+    def build_graph_branch(self, config, dataset) -> None:
+        """Components 1-3: the training graph, its encoder (Lorentz or Euclidean), the VGAE and
+        the projection of graph embeddings into the item table."""
+        d = self.hidden_size
 
         # The training split's graph, from the dataset (rebuilt, not checkpointed).
         edges = training_edges(dataset)
@@ -198,12 +228,10 @@ class HM2Rec(MambaSequentialRecommender):
         self.vgae = VGAE(d, d) if self.use_vgae else None
         self.fuse = nn.Linear(d, d, bias=False)
 
-        self.item_embedding = nn.Embedding(self.n_items, d, padding_idx=0)
-        self.LayerNorm = nn.LayerNorm(d, eps=self.layer_norm_eps)
-        self.dropout = nn.Dropout(self.dropout_prob)
-        self.mamba_layers = self.build_layers(config)
-        self._table = None
-        self.init_weights(config)
+    def init_extra(self) -> None:
+        """``fuse_init: zero``: the item table starts at the ID embeddings."""
+        if self.fuse is not None and self.fuse_init == "zero":
+            nn.init.zeros_(self.fuse.weight)
 
     def build_mixer(self, config, i):
         """RoPE-Mamba (``rope_mode: bc``) or Mamba."""
@@ -315,6 +343,8 @@ class HM2Rec(MambaSequentialRecommender):
 
         Computed once per training step and once per evaluation.
         """
+        if not self.use_graph:
+            return self.item_embedding.weight
         if self._table is None:
             self._table = self.item_embedding.weight + self.fuse(self.graph_item_embeddings())
         return self._table

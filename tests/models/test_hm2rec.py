@@ -263,3 +263,43 @@ def test_model_deep_copies_and_moves(ml100k):
         torch.testing.assert_close(clone.full_sort_predict(batch), expected)
         double = copy.deepcopy(model).double().eval()
         assert double.adjacency().dtype == torch.float64
+
+
+def test_without_graph_rope_and_moe_hm2rec_is_mamba4rec(tiny_dataset):
+    """The bottom of the ladder from Mamba4Rec to HM2Rec: with its graph branch, RoPE and
+    MoE off, HM2Rec has Mamba4Rec's parameters (names and shapes) and, given Mamba4Rec's
+    weights, its full-ranking scores."""
+    from recbole_hyper.models.mamba4rec import Mamba4Rec
+
+    config_m, _, train_m, _, test_m = tiny("Mamba4Rec", tiny_dataset)
+    config, _, train_h, _, _ = tiny("HM2Rec", tiny_dataset, use_graph=False, rope_mode="none", use_moe=False)
+    torch.manual_seed(0)
+    mamba = Mamba4Rec(config_m, train_m._dataset).eval()
+    hm2rec = HM2Rec(config, train_h._dataset).eval()
+    assert hm2rec.graph is None and hm2rec.vgae is None and hm2rec.fuse is None
+    shapes = {k: tuple(v.shape) for k, v in mamba.state_dict().items()}
+    assert {k: tuple(v.shape) for k, v in hm2rec.state_dict().items()} == shapes
+    with torch.no_grad():  # weights unlike either model's init, so that nothing passes by accident
+        for p in mamba.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    hm2rec.load_state_dict(mamba.state_dict())
+    batch = next(iter(test_m))[0]
+    with torch.no_grad():
+        want = mamba.full_sort_predict(batch)
+        got = hm2rec.full_sort_predict(batch)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    # With the graph branch on, the item table (and so the scores) changes ...
+    config_g, _, train_g, _, _ = tiny("HM2Rec", tiny_dataset, rope_mode="none", use_moe=False, use_vgae=False)
+    graph = HM2Rec(config_g, train_g._dataset).eval()
+    graph.load_state_dict(mamba.state_dict(), strict=False)
+    with torch.no_grad():
+        assert not torch.allclose(graph.full_sort_predict(batch), want)
+    # ... unless its projection starts at zero (fuse_init: zero): then it starts at Mamba4Rec's.
+    config_z, _, train_z, _, _ = tiny("HM2Rec", tiny_dataset, rope_mode="none", use_moe=False, use_vgae=False,
+                                      fuse_init="zero")
+    zero = HM2Rec(config_z, train_z._dataset).eval()
+    assert torch.count_nonzero(zero.fuse.weight) == 0
+    zero.load_state_dict(mamba.state_dict(), strict=False)
+    with torch.no_grad():
+        torch.testing.assert_close(zero.item_table(), mamba.item_embedding.weight, rtol=0, atol=0)
+        torch.testing.assert_close(zero.full_sort_predict(batch), want, rtol=0, atol=0)
