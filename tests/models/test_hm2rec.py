@@ -303,3 +303,19 @@ def test_without_graph_rope_and_moe_hm2rec_is_mamba4rec(tiny_dataset):
     with torch.no_grad():
         torch.testing.assert_close(zero.item_table(), mamba.item_embedding.weight, rtol=0, atol=0)
         torch.testing.assert_close(zero.full_sort_predict(batch), want, rtol=0, atol=0)
+
+
+def test_is_training_edge_matches_the_edge_set(ml100k):
+    config, data, train, valid, test = ml100k
+    model = HM2Rec(config, train._dataset)
+    edge_set = {tuple(e) for e in model.edges.tolist()}
+    g = torch.Generator().manual_seed(0)
+    users = torch.randint(0, model.n_users, (5000,), generator=g)
+    items = torch.randint(0, model.n_items, (5000,), generator=g)
+    # Half of the pairs are edges, half random (mostly non-edges), and the largest key too.
+    pick = model.edges[torch.randint(len(model.edges), (2500,), generator=g)]
+    users[:2500], items[:2500] = pick[:, 0], pick[:, 1]
+    users[-1], items[-1] = model.n_users - 1, model.n_items - 1
+    want = torch.tensor([(u, i) in edge_set for u, i in zip(users.tolist(), items.tolist())])
+    assert want[:2500].all() and not want[2500:].all()
+    assert torch.equal(model.is_training_edge(users, items), want)
