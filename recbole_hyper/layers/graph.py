@@ -91,6 +91,16 @@ def propagate(adjacency: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return _SymmetricSpMM.apply(adjacency.to(dtype), x.to(dtype))
 
 
+class _PointsOfRows:
+    """exp_o of the rows of a tangent table, mapped only for the rows indexed."""
+
+    def __init__(self, tangent: torch.Tensor, to_points):
+        self.tangent, self._to_points = tangent, to_points
+
+    def __getitem__(self, index) -> torch.Tensor:
+        return self._to_points(self.tangent[index])
+
+
 class GraphEncoder(nn.Module):
     """Node embeddings and their propagation, Euclidean (LightGCN) or hyperbolic (HGCF).
 
@@ -102,14 +112,25 @@ class GraphEncoder(nn.Module):
     sum is mapped back with ``exp_o``.  :meth:`sqdist` is the geometry's
     squared distance (Euclidean, or the squared Lorentz geodesic distance
     ``K arcosh^2(-<x, y>_L / K)``), the one every structural loss uses.
+
+    ``tangent_parameters=True`` (hyperbolic only) stores each node as its
+    tangent vector at the origin instead, a plain ``(nodes, d)`` parameter
+    for the configured optimiser (the point is exp_o of it): the same points
+    are reachable, no whole-table log_o and no Riemannian step, and the
+    forward pass maps to the hyperboloid only the rows a loss reads (its
+    ``points`` are indexed lazily).
     """
 
-    def __init__(self, n_nodes: int, dim: int, n_layers: int = 2, init_std: float = 0.1, lorentz=None):
+    def __init__(
+        self, n_nodes: int, dim: int, n_layers: int = 2, init_std: float = 0.1, lorentz=None,
+        tangent_parameters: bool = False,
+    ):
         super().__init__()
         self.n_layers = n_layers
         self._lorentz = [lorentz]  # owned by the model, not registered twice
+        self.tangent_parameters = bool(tangent_parameters) and lorentz is not None
         tangent = torch.randn(n_nodes, dim) * init_std
-        if lorentz is None:
+        if lorentz is None or self.tangent_parameters:
             self.weight = nn.Parameter(tangent)
         else:
             self.weight = geoopt.ManifoldParameter(lorentz.expmap0(tangent).detach(), manifold=lorentz.manifold)
@@ -124,7 +145,7 @@ class GraphEncoder(nn.Module):
 
     def node_tangent(self) -> torch.Tensor:
         """The nodes as vectors of R^d: the parameters, or log_o of the points."""
-        if not self.hyperbolic:
+        if not self.hyperbolic or self.tangent_parameters:
             return self.weight
         # Re-projected first: with a learned K the stored points sit on the
         # hyperboloid of the K they were last stepped with.
@@ -136,7 +157,10 @@ class GraphEncoder(nn.Module):
         return tangent if not self.hyperbolic else self.lorentz.expmap0(tangent)
 
     def forward(self, adjacency: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """(node points, their tangent vectors at the origin); Euclidean: both the same."""
+        """(node points, their tangent vectors at the origin); Euclidean: both the same.
+
+        With ``tangent_parameters`` the points are mapped row by row when indexed.
+        """
         z = self.node_tangent()
         total = z
         for _ in range(self.n_layers):
@@ -145,6 +169,8 @@ class GraphEncoder(nn.Module):
         if not self.hyperbolic:
             return total, total
         tangent = self.lorentz.clip_tangent(total)
+        if self.tangent_parameters:
+            return _PointsOfRows(tangent, self.lorentz.expmap0), tangent
         return self.lorentz.expmap0(tangent), tangent
 
     def sqdist(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -22,6 +22,13 @@ else is our documented reconstruction ([design], each behind a key):
      ``graph_loss_weight``; ``none`` switches it off.
    * the VGAE's decoder (below).
 
+   ``graph_parameters`` ([design]): ``manifold`` stores the points as above;
+   ``tangent`` stores each node as its tangent vector at the origin (the
+   point is exp_o of it), a plain parameter for the configured optimiser:
+   the same points are reachable, the geometry still defines the losses,
+   and a training step skips the whole-table log_o and Riemannian step and
+   maps to the hyperboloid only the nodes the losses sample.
+
    ``use_hyperbolic: False`` is the same architecture with Euclidean points
    (a plain parameter, the configured optimiser, LightGCN propagation) and the
    squared Euclidean distance in the same losses.
@@ -125,6 +132,10 @@ class HM2Rec(MambaSequentialRecommender):
         "use_graph": Param("bool", "the graph branch (graph convolution, VGAE, fusion into the item table)"),
         "fuse_init": Param("str", "init of the graph-to-item-table projection", choices=("normal", "zero")),
         "use_hyperbolic": Param("bool", "hyperbolic (HGCF) or Euclidean (LightGCN) graph convolution"),
+        "graph_parameters": Param(
+            "str", "hyperbolic nodes stored as points (Riemannian Adam) or tangent vectors at the origin",
+            choices=("manifold", "tangent"),
+        ),
         "curvature": Param("float", "K of the Lorentz model (curvature -1/K)", low=0, low_open=True),
         "learn_curvature": Param("bool", "learn K (as log K)"),
         "graph_loss": Param("str", "structural loss on the graph points", choices=("margin", "none")),
@@ -223,7 +234,8 @@ class HM2Rec(MambaSequentialRecommender):
             else None
         )
         self.graph = GraphEncoder(
-            self.n_users + self.n_items, d, config["gcn_layers"], float(config["graph_init_std"]), self.lorentz
+            self.n_users + self.n_items, d, config["gcn_layers"], float(config["graph_init_std"]), self.lorentz,
+            tangent_parameters=config["graph_parameters"] == "tangent",
         )
         self.vgae = VGAE(d, d) if self.use_vgae else None
         self.fuse = nn.Linear(d, d, bias=False)

@@ -298,3 +298,41 @@ def test_lorentz_maps_round_the_same_on_every_call():
         lorentz.logmap0(lorentz.manifold.projx(x))[..., 1:].backward(upstream)
         grads.append(x.grad)
     assert all(torch.equal(grads[0], g) for g in grads[1:])
+
+
+def test_tangent_parameters_are_the_same_model_with_plain_parameters(tiny_dataset):
+    """graph_parameters: tangent stores log_o of each point; given the same points, the model
+    computes the same item table, VGAE input and loss distances, with the configured optimiser."""
+    _, points_model, train = _model(tiny_dataset, curvature=2.0)
+    _, tangent_model, _ = _model(tiny_dataset, curvature=2.0, graph_parameters="tangent")
+    points_model, tangent_model = points_model.double().train(), tangent_model.double().train()
+    w = tangent_model.graph.weight
+    assert type(w) is torch.nn.Parameter and w.shape == (tangent_model.n_users + tangent_model.n_items, 8)
+    assert type(build_optimizer(tangent_model, lambda ps: torch.optim.Adam(ps, lr=0.01), 0.01)) is torch.optim.Adam
+    state = dict(points_model.state_dict())
+    x = points_model.lorentz.manifold.projx(points_model.graph.weight.detach())  # exactly on the float64 hyperboloid
+    state["graph.weight"] = points_model.lorentz.logmap0(x)[:, 1:]
+    tangent_model.load_state_dict(state)
+
+    adjacency = points_model.adjacency()
+    p_points, p_tangent = points_model.graph(adjacency)
+    t_points, t_tangent = tangent_model.graph(adjacency)
+    torch.testing.assert_close(t_tangent, p_tangent, rtol=1e-9, atol=1e-12)
+    users, pos, neg = points_model.sample_triples(12)
+    for items in (pos, neg):
+        torch.testing.assert_close(
+            tangent_model.node_sqdist(t_points, users, items), points_model.node_sqdist(p_points, users, items),
+            rtol=1e-9, atol=1e-12,
+        )
+    # The lazily mapped rows are points of the hyperboloid of K = 2.
+    x = t_points[users]
+    torch.testing.assert_close(-x[:, 0] ** 2 + (x[:, 1:] ** 2).sum(-1), torch.full((12,), -2.0, dtype=x.dtype))
+    points_model.eval(), tangent_model.eval()
+    with torch.no_grad():
+        batch = next(iter(train))
+        torch.testing.assert_close(tangent_model.full_sort_predict(batch), points_model.full_sort_predict(batch),
+                                   rtol=1e-9, atol=1e-9)
+    # Trained, the two parameterisations (Euclidean Adam on v vs Riemannian Adam on x) differ.
+    m, _ = _trained_scores(tiny_dataset)
+    t, _ = _trained_scores(tiny_dataset, graph_parameters="tangent")
+    assert _rel(m, t) > 1e-3
