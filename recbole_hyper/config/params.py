@@ -134,5 +134,6 @@ TRAINER_PARAMS = {
     "lr_schedule": Param("str", "learning-rate schedule", choices=("constant", "cosine", "linear"), optional=True),
     "lr_warmup_steps": Param("int", "warm-up steps", low=0, optional=True),
     "lr_min_ratio": Param("float", "final learning rate / learning_rate", low=0.0, high=1.0, optional=True),
+    "progress_interval": Param("float", "seconds between progress lines inside an epoch (0: none)", low=0, optional=True),
     "ddp_backend": Param("str", "distributed backend (--nproc > 1)", choices=("auto", "gloo", "nccl"), optional=True),
 }

@@ -1,6 +1,6 @@
 """RecBole's trainer, with checkpoints that load on torch >= 2.6 and model hooks.
 
-:class:`PluginTrainer` is RecBole's ``Trainer`` with eight changes:
+:class:`PluginTrainer` is RecBole's ``Trainer`` with nine changes:
 
 * an optional learning-rate schedule, per optimizer step: ``lr_schedule``
   ``constant`` (RecBole's behaviour, the default), ``cosine`` or ``linear``
@@ -15,6 +15,9 @@
   model has one and logs the returned lines at INFO level (HyMoERec logs its
   expert load there);
 * the per-epoch ``torch.cuda.amp.GradScaler`` deprecation warning is silenced;
+* inside a long epoch it logs progress every ``progress_interval`` seconds
+  (batches done, seconds per batch, time left) and, once, how long an epoch
+  takes (:mod:`recbole_hyper.training.progress`);
 * the parts of a loss tuple are logged (and written to TensorBoard) under the
   names the model gives them (``loss_names``: ``main``, ``graph``,
   ``load_balance_0``, ...), not as ``train_loss1, train_loss2``;
@@ -51,6 +54,7 @@ from recbole.utils import set_color
 from recbole_hyper.compat import load_checkpoint, save_safely, silence_known_warnings
 from recbole_hyper.training import distributed, resume
 from recbole_hyper.training.optim import build_optimizer
+from recbole_hyper.training.progress import EpochProgress
 
 __all__ = ["PluginTrainerMixin", "PluginTrainer", "StopTraining", "trainer_class"]
 
@@ -319,9 +323,21 @@ class PluginTrainerMixin:
 
             self._lr_hook = self.optimizer.register_step_pre_hook(before_step)
 
+    def _start_progress(self, train_data, epoch_idx) -> None:
+        if getattr(self, "_progress", None) is None:
+            interval = self.config["progress_interval"]
+            cpu_augmented = self.device.type == "cpu" and (self.config["train_mode"] or "augmented") == "augmented"
+            log = self.logger.info if distributed.is_main() else (lambda line: None)
+            self._progress = EpochProgress(
+                60 if interval is None else interval, log, epochs=self.epochs, cpu_augmented=cpu_augmented
+            )
+            self.optimizer.register_step_pre_hook(lambda optimizer, args, kwargs: self._progress.step())
+        self._progress.start_epoch(epoch_idx, len(train_data))
+
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         silence_known_warnings()
         self._schedule_learning_rate(train_data, epoch_idx)
+        self._start_progress(train_data, epoch_idx)
         t0 = time.perf_counter()
         loss = super()._train_epoch(train_data, epoch_idx, loss_func, show_progress)
         end = time.perf_counter()
