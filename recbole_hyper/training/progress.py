@@ -11,7 +11,9 @@ The first line (after ``progress_interval`` seconds) also says how long a
 whole epoch takes at that pace, with the number of epochs the run may take;
 when that is long for a run on a CPU in ``augmented`` mode, it names the
 ``full_sequence`` mode, which trains each sequence once per epoch.
-``progress_interval: 0`` switches the lines off.
+With RecBole's progress bar on (``show_progress``) the bar shows the first
+line's facts, so only the one-off estimate is logged.  ``progress_interval: 0``
+switches the lines off.
 """
 
 from __future__ import annotations
@@ -50,9 +52,12 @@ class EpochProgress:
         self.done = 0
         self.start = self.last = 0.0
         self.estimated = False
+        self.bar_shown = False
 
-    def start_epoch(self, epoch: int, total_batches: int) -> None:
+    def start_epoch(self, epoch: int, total_batches: int, bar_shown: bool = False) -> None:
+        """A new epoch of ``total_batches``; ``bar_shown``: a progress bar already shows the pace."""
         self.epoch, self.total, self.done = epoch, int(total_batches), 0
+        self.bar_shown = bar_shown
         self.start = self.last = self.clock()
 
     def step(self) -> None:
@@ -66,16 +71,18 @@ class EpochProgress:
         self.last = now
         per_batch = (now - self.start) / self.done
         left = per_batch * (self.total - self.done)
-        self.log(
-            f"epoch {self.epoch}: {self.done:,}/{self.total:,} batches ({100 * self.done / self.total:.0f}%), "
-            f"{per_batch:.2f} s per batch, about {format_duration(left)} left in this epoch"
-        )
+        if not self.bar_shown:
+            self.log(
+                f"epoch {self.epoch}: {self.done:,}/{self.total:,} batches ({100 * self.done / self.total:.0f}%), "
+                f"{per_batch:.2f} s per batch, about {format_duration(left)} left in this epoch"
+            )
         if not self.estimated:
             self.estimated = True
             epoch_s = per_batch * self.total
             line = f"at this pace an epoch takes about {format_duration(epoch_s)}"
             if self.epochs:
-                line += f" (at most {self.epochs} epochs; early stopping may end the run sooner)"
+                plural = "epoch" if self.epochs == 1 else "epochs"
+                line += f" (at most {self.epochs} {plural}; early stopping may end the run sooner)"
             if self.cpu_augmented and epoch_s > LONG_EPOCH_S:
                 line += (
                     ". On a CPU, train_mode=full_sequence trains each sequence once per epoch, with the loss "

@@ -323,7 +323,7 @@ class PluginTrainerMixin:
 
             self._lr_hook = self.optimizer.register_step_pre_hook(before_step)
 
-    def _start_progress(self, train_data, epoch_idx) -> None:
+    def _start_progress(self, train_data, epoch_idx, show_progress=False) -> None:
         if getattr(self, "_progress", None) is None:
             interval = self.config["progress_interval"]
             cpu_augmented = self.device.type == "cpu" and (self.config["train_mode"] or "augmented") == "augmented"
@@ -332,12 +332,12 @@ class PluginTrainerMixin:
                 60 if interval is None else interval, log, epochs=self.epochs, cpu_augmented=cpu_augmented
             )
             self.optimizer.register_step_pre_hook(lambda optimizer, args, kwargs: self._progress.step())
-        self._progress.start_epoch(epoch_idx, len(train_data))
+        self._progress.start_epoch(epoch_idx, len(train_data), bar_shown=bool(show_progress))
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         silence_known_warnings()
         self._schedule_learning_rate(train_data, epoch_idx)
-        self._start_progress(train_data, epoch_idx)
+        self._start_progress(train_data, epoch_idx, show_progress)
         t0 = time.perf_counter()
         loss = super()._train_epoch(train_data, epoch_idx, loss_func, show_progress)
         end = time.perf_counter()

@@ -12,10 +12,10 @@ class Clock:
         return self.now
 
 
-def _run(per_batch_s, total, interval=60, **kwargs):
+def _run(per_batch_s, total, interval=60, bar_shown=False, **kwargs):
     clock, lines = Clock(), []
     progress = EpochProgress(interval, lines.append, clock=clock, **kwargs)
-    progress.start_epoch(3, total)
+    progress.start_epoch(3, total, bar_shown=bar_shown)
     for _ in range(total):
         clock.now += per_batch_s
         progress.step()
@@ -30,6 +30,11 @@ def test_lines_every_interval_with_pace_and_time_left():
     assert lines[1].startswith("at this pace an epoch takes about 17 min (at most 300 epochs")
     assert "train_mode=full_sequence" in lines[1]  # 1,000 s > 15 min on a CPU in augmented mode
     assert lines[-1].startswith("epoch 3: 960/1,000 batches (96%)") and lines[-1].endswith("about 40 s left in this epoch")
+
+
+def test_with_a_progress_bar_only_the_estimate_is_logged():
+    lines = _run(1.0, 1000, epochs=1, cpu_augmented=True, bar_shown=True)
+    assert len(lines) == 1 and lines[0].startswith("at this pace an epoch takes about 17 min (at most 1 epoch;")
 
 
 def test_no_hint_for_short_epochs_or_full_sequence_and_no_lines_when_off():
