@@ -70,7 +70,7 @@ def _scan_fwd_kernel(
     SOFTPLUS: tl.constexpr, SAVE_STATES: tl.constexpr, SAVE_LAST: tl.constexpr,
     CHUNK: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    b = tl.program_id(0)
+    b = tl.program_id(0).to(tl.int64)  # 64-bit offsets: batch * L * ED can pass 2**31
     g = tl.program_id(1) // n_dblocks
     j = tl.program_id(1) % n_dblocks
     dg = j * BLOCK_D + tl.arange(0, BLOCK_D)  # channel within the group
@@ -131,7 +131,7 @@ def _scan_bwd_kernel(
     SOFTPLUS: tl.constexpr,
     CHUNK: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    b = tl.program_id(0)
+    b = tl.program_id(0).to(tl.int64)  # 64-bit offsets: batch * L * ED can pass 2**31
     pd = tl.program_id(1)
     n_batch = tl.num_programs(0)
     n_progd = tl.num_programs(1)
