@@ -20,6 +20,8 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from recbole_hyper.errors import describe_error
+
 __all__ = ["main", "train_main", "tune_main", "recommend_main", "plot_main", "fixed_settings"]
 
 SUBCOMMANDS = ("train", "tune", "recommend", "plot")
@@ -286,8 +288,7 @@ def plot_main(argv: Optional[List[str]] = None) -> int:
     try:
         config, model, dataset, train_data, _, _ = load_data_and_model(str(checkpoint))
     except Exception as exc:  # not a checkpoint, or its data are gone
-        lines = str(exc).strip().splitlines()
-        return _fail(f"{checkpoint} cannot be loaded with its data ({type(exc).__name__}: {lines[0] if lines else ''})")
+        return _fail(f"{checkpoint} cannot be loaded with its data ({describe_error(exc)})")
     popularity = item_popularity(train_data._dataset, model.n_items)
     out = Path(args.out) if args.out else checkpoint.with_suffix(".poincare.png")
     title = f"{config['model']} on {config['dataset']}: items on the Poincare disk"

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from recbole_hyper.compat import save_safely
+from recbole_hyper.errors import describe_error
 
 __all__ = ["Recommender", "ServingData", "ServingError", "serving_path", "UnknownTokenError"]
 
@@ -54,13 +55,6 @@ ERRORS = ("raise", "ignore")
 def _check_errors(errors) -> None:
     if errors not in ERRORS:
         raise ValueError(f"errors = {errors!r}: must be 'raise' or 'ignore'.")
-
-
-def _why(exc: BaseException) -> str:
-    """``Type: first line of the message`` (library messages can run over many lines)."""
-    lines = str(exc).strip().splitlines()
-    text = lines[0] if lines else ""
-    return f"{type(exc).__name__}: {text[:200]}"
 
 
 def _check_k(k) -> None:
@@ -128,7 +122,7 @@ class ServingData:
             data = cls(**torch.load(path, weights_only=True))
         except Exception as exc:  # truncated, random bytes, another kind of file
             raise ServingError(
-                f"The serving data {path} cannot be read ({_why(exc)}). Delete it: it is "
+                f"The serving data {path} cannot be read ({describe_error(exc)}). Delete it: it is "
                 f"rebuilt from the dataset the checkpoint was trained on."
             ) from None
         return data
@@ -172,7 +166,7 @@ def _rebuild(config, checkpoint_path) -> ServingData:
     except Exception as exc:
         raise ServingError(
             f"{checkpoint_path} has no serving data ({serving_path(checkpoint_path).name}) and it cannot be "
-            f"rebuilt from dataset '{config['dataset']}' in {config['data_path']} ({_why(exc)}). "
+            f"rebuilt from dataset '{config['dataset']}' in {config['data_path']} ({describe_error(exc)}). "
             f"Restore the data the model was trained on, or copy the serving file that training wrote."
         ) from None
     return data
@@ -194,7 +188,7 @@ def _read_checkpoint(path: Path, device) -> dict:
     try:
         checkpoint = load_checkpoint(path, map_location=device)
     except Exception as exc:  # truncated, random bytes, not a torch file
-        raise ServingError(f"{path} cannot be read as a checkpoint ({_why(exc)}).") from None
+        raise ServingError(f"{path} cannot be read as a checkpoint ({describe_error(exc)}).") from None
     if not isinstance(checkpoint, dict) or "config" not in checkpoint or "state_dict" not in checkpoint:
         raise ServingError(f"{path} is not a checkpoint written by training (it has no config and weights).")
     return checkpoint
@@ -275,7 +269,9 @@ class Recommender:
             model = cls_(config, _ServingDataset(data, config)).to(device)
             model.load_state_dict(checkpoint["state_dict"])
         except RuntimeError as exc:
-            raise ServingError(f"The weights in {path} do not fit {config['model']} on this data ({_why(exc)}).") from None
+            raise ServingError(
+                f"The weights in {path} do not fit {config['model']} on this data ({describe_error(exc)})."
+            ) from None
         model.load_other_parameter(checkpoint.get("other_parameter"))
         return cls(model, config, data)
 

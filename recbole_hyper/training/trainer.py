@@ -52,6 +52,7 @@ from recbole.trainer import Trainer
 from recbole.utils import set_color
 
 from recbole_hyper.compat import load_checkpoint, save_safely, silence_known_warnings
+from recbole_hyper.errors import describe_error
 from recbole_hyper.training import distributed, resume
 from recbole_hyper.training.optim import build_optimizer
 from recbole_hyper.training.progress import EpochProgress
@@ -217,10 +218,9 @@ class PluginTrainerMixin:
             self._load_weights(checkpoint)
             self.optimizer.load_state_dict(checkpoint["optimizer"])
         except (RuntimeError, ValueError, KeyError) as exc:
-            lines = str(exc).strip().splitlines()
             raise error(
                 f"{source} does not fit this run's model: its weights or optimizer state have other shapes "
-                f"({type(exc).__name__}: {lines[0][:200] if lines else ''}). The model's settings or the data "
+                f"({describe_error(exc)}). The model's settings or the data "
                 f"changed since it was written; resume with the interrupted run's settings and data."
             ) from None
         self.start_epoch = checkpoint["epoch"] + 1

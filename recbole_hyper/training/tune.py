@@ -20,6 +20,8 @@ import logging
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from recbole_hyper.errors import describe_error
+
 __all__ = ["TuneError", "tune"]
 
 
@@ -45,8 +47,7 @@ def _hyper_tuning_class():
                 return super().trial(params)
             except Exception as exc:  # noqa: BLE001 - any trial may fail; the search goes on
                 params_str = self.params2str(params)
-                message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                self.failures[params_str] = f"{type(exc).__name__}: {message}"
+                self.failures[params_str] = describe_error(exc, limit=None)
                 print(f"trial failed ({params_str}): {self.failures[params_str]}", flush=True)
                 # hyperopt skips failed trials; its early-stop rule still reads a loss.
                 return {"status": hyperopt.STATUS_FAIL, "loss": float("inf")}
