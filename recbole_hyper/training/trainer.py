@@ -156,22 +156,29 @@ class PluginTrainerMixin:
             type(h).__name__: h.state_dict() for h in getattr(self, "hooks", ()) if hasattr(h, "state_dict")
         }
         state = {
-            "config": self.config,
+            **self._checkpoint_core(epoch_idx),
             "run": getattr(self, "run_inputs", None),
-            "epoch": epoch_idx,
             "stopped": bool(stopped),  # early stopping or a hook ended training
-            "cur_step": self.cur_step,
-            "best_valid_score": self.best_valid_score,
             "best_valid_result": self.best_valid_result,
             "saved_model_file": self.saved_model_file,
             "elapsed_s": time.perf_counter() - self._fit_start,
-            "state_dict": self.model.state_dict(),
-            "other_parameter": self.model.other_parameter(),
-            "optimizer": self.optimizer.state_dict(),
             "rng": resume.capture_rng(getattr(train_data, "generator", None)),
             "hooks": hooks,
         }
         resume.write_last_state(state, resume.last_state_path(self.saved_model_file))
+
+    def _checkpoint_core(self, epoch: int) -> dict:
+        """What RecBole's checkpoint holds (config, epoch, step, best score, weights, optimizer);
+        the best checkpoint and the last state both start from it."""
+        return {
+            "config": self.config,
+            "epoch": epoch,
+            "cur_step": self.cur_step,
+            "best_valid_score": self.best_valid_score,
+            "state_dict": self.model.state_dict(),
+            "other_parameter": self.model.other_parameter(),
+            "optimizer": self.optimizer.state_dict(),
+        }
 
     def resume_last_state(self, state, train_data) -> None:
         """Continue the run whose last state is ``state`` (:func:`recbole_hyper.training.resume.read_last_state`).
@@ -242,16 +249,7 @@ class PluginTrainerMixin:
         if not isinstance(self, Trainer):  # RecBole's tree-model trainers save their own way
             return super()._save_checkpoint(epoch, verbose=verbose, **kwargs)
         saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
-        state = {
-            "config": self.config,
-            "epoch": epoch,
-            "cur_step": self.cur_step,
-            "best_valid_score": self.best_valid_score,
-            "state_dict": self.model.state_dict(),
-            "other_parameter": self.model.other_parameter(),
-            "optimizer": self.optimizer.state_dict(),
-            "serving_fingerprint": getattr(self, "serving_fingerprint", None),
-        }
+        state = {**self._checkpoint_core(epoch), "serving_fingerprint": getattr(self, "serving_fingerprint", None)}
         save_safely(state, saved_model_file, pickle_protocol=4)
         if verbose:
             self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
