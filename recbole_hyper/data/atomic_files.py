@@ -148,13 +148,27 @@ def check_rows(atomic: AtomicFile, config: Mapping, ordered: bool) -> None:
     """
     separator = config.get("field_separator") or "\t"
     encoding = config.get("encoding") or "utf-8"
+    required = [config.get("USER_ID_FIELD"), config.get("ITEM_ID_FIELD")]
+    time_field = config.get("TIME_FIELD") if ordered else None
+    # A file that passed is not read again while it is unchanged (a tuning search, or every
+    # process of a distributed run, builds its configuration many times).
+    stat = atomic.path.stat()
+    key = (str(atomic.path.resolve()), stat.st_size, stat.st_mtime_ns, separator, encoding, *required, time_field)
+    if key in _ROWS_CHECKED:
+        return
+    _check_rows(atomic, separator, encoding, required, time_field)
+    _ROWS_CHECKED.add(key)
+
+
+_ROWS_CHECKED: set = set()
+
+
+def _check_rows(atomic: AtomicFile, separator: str, encoding: str, required, time_field) -> None:
     data = atomic.path.read_bytes()
     try:
         text = data.decode(encoding)
     except UnicodeDecodeError as exc:
         raise _not_text(atomic.path, encoding, exc, data) from None
-    required = [config.get("USER_ID_FIELD"), config.get("ITEM_ID_FIELD")]
-    time_field = config.get("TIME_FIELD") if ordered else None
     columns = {name: i for i, name in enumerate(atomic.fields)}
     needed = [(name, columns[name]) for name in required if name in columns]
     timed = columns.get(time_field)

@@ -50,3 +50,25 @@ def test_bad_data_is_one_clear_error_before_loading(case, tmp_path, in_tmp):
 def test_good_rows_pass(tmp_path, in_tmp):
     data = write(tmp_path, lines())
     PluginConfig(model="Mamba4Rec", dataset="bad", config_dict=fast_config(data_path=str(data)))
+
+
+def test_a_checked_file_is_read_again_only_when_it_changes(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from recbole_hyper.data import atomic_files
+
+    path = tmp_path / "x.inter"
+    path.write_text("user_id:token\titem_id:token\ttimestamp:float\n1\t2\t3\n1\t3\t4\n")
+    config = {"USER_ID_FIELD": "user_id", "ITEM_ID_FIELD": "item_id", "TIME_FIELD": "timestamp"}
+    reads = []
+    real = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: reads.append(self) or real(self))
+    header = atomic_files.read_header(path, "\t", "utf-8")
+    atomic_files.check_rows(header, config, True)
+    atomic_files.check_rows(header, config, True)
+    assert reads.count(path) == 1
+    # Changed (a row without its time): read again, and the error is found.
+    path.write_text("user_id:token\titem_id:token\ttimestamp:float\n1\t2\t3\n1\t3\t\n2\t4\t5\n")
+    with pytest.raises(DataError, match="line 3"):
+        atomic_files.check_rows(header, config, True)
+    assert reads.count(path) == 2
