@@ -27,6 +27,7 @@ with several values every plugin model runs once per backend.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import statistics
@@ -133,6 +134,11 @@ def measure_model(spec: dict) -> dict:
     overrides = {"MAX_ITEM_LIST_LENGTH": facts["L"], "show_progress": False, "train_mode": spec["train_mode"]}
     if spec.get("scan_backend"):
         overrides["scan_backend"] = spec["scan_backend"]
+    if spec["model"] in MODELS:  # each model takes the settings it has
+        from recbole_hyper.registry import get_model_class
+
+        known = get_model_class(spec["model"]).hyper_parameters
+        overrides.update({k: v for k, v in (spec.get("settings") or {}).items() if k in known})
     if spec.get("data_path"):
         overrides["data_path"] = spec["data_path"]
     config = PluginConfig(model=spec["model"], dataset=spec["dataset"], config_dict=overrides)
@@ -181,15 +187,14 @@ def measure_model(spec: dict) -> dict:
     peak = (torch.cuda.max_memory_allocated() / 2**20) if device.type == "cuda" else peak_rss_mb() - before
 
     graph_s = None
-    if hasattr(model, "graph_item_embeddings"):
+    if getattr(model, "graph", None) is not None and hasattr(model, "graph_item_embeddings"):
         graph_times = []
         for _ in range(max(3, spec["steps"])):
             sync()
             t0 = time.perf_counter()
             table = model.fuse(model.graph_item_embeddings())
-            loss = table.square().mean() + (model.aux_loss if model.aux_loss is not None else 0)
+            loss = table.square().mean() + sum(model.extra_losses().values())
             loss.backward()
-            model.aux_loss = None
             sync()
             graph_times.append(time.perf_counter() - t0)
         opt.zero_grad()
@@ -238,6 +243,9 @@ def main():
     parser.add_argument("--scan-backend", nargs="+", default=["auto"],
                         choices=["auto", "cuda", "triton", "torch"],
                         help="scan_backend of the plugin's models; several values: one row per backend")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="settings of the plugin's models, each given to the models that have it "
+                             "(values read as Python literals)")
     parser.add_argument("--out", default=None)
     parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -251,6 +259,13 @@ def main():
         facts = sample_batches(args, work)
         print(f"  {facts}", flush=True)
         rows = []
+        settings = {}
+        for item in args.set:
+            key, _, value = item.partition("=")
+            try:
+                settings[key] = ast.literal_eval(value)
+            except (ValueError, SyntaxError):
+                settings[key] = value
         runs = [
             (model, backend)
             for model in args.models
@@ -261,7 +276,7 @@ def main():
             spec = dict(
                 model=model, dataset=args.dataset, data_path=args.data_path, device=args.device,
                 batches=str(work / "batches.pt"), facts=facts, steps=args.steps,
-                train_mode=args.train_mode, amp=args.amp, scan_backend=backend,
+                train_mode=args.train_mode, amp=args.amp, scan_backend=backend, settings=settings,
             )
             tag = label.replace(" ", "_").replace("(", "").replace(")", "")
             proc, row = spawn_worker(__spec__.name, spec, work / f"{tag}.json", cwd=tmp, capture=True)
@@ -272,6 +287,7 @@ def main():
                 continue
             row["model"] = label
             row["scan_backend"] = backend
+            row["settings"] = settings
             rows.append(row)
             extra = f", graph {row['graph_share'] * 100:.0f}% of a step" if row["graph_share"] else ""
             print(
