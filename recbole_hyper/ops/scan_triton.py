@@ -57,6 +57,25 @@ def _softplus(x):
 
 
 @triton.jit
+def _step_inputs(
+    u_ptr, dl_ptr, B_ptr, bias, t, b, d, g, n, dmask, nmask,
+    s_ul, s_ub, s_ud, s_dl, s_db, s_dd, s_Bl, s_Bb, s_Bg, s_Bn,
+    HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+):
+    """Step t's u, delta before softplus, delta and B: read the same way wherever the
+    backward pass recomputes what the forward pass computed."""
+    u_t = tl.load(u_ptr + t * s_ul + b * s_ub + d * s_ud, mask=dmask, other=0.0)
+    dt_in = tl.load(dl_ptr + t * s_dl + b * s_db + d * s_dd, mask=dmask, other=0.0)
+    if HAS_BIAS:
+        dt_in = dt_in + bias
+    dt = dt_in
+    if SOFTPLUS:
+        dt = _softplus(dt_in)
+    B_t = tl.load(B_ptr + t * s_Bl + b * s_Bb + g * s_Bg + n * s_Bn, mask=nmask, other=0.0)
+    return u_t, dt_in, dt, B_t
+
+
+@triton.jit
 def _scan_fwd_kernel(
     u_ptr, dl_ptr, z_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr,
     y_ptr, last_ptr, states_ptr,
@@ -83,6 +102,7 @@ def _scan_fwd_kernel(
     A = tl.load(A_ptr + d[:, None] * N + n[None, :], mask=m2, other=0.0)
     if HAS_D:
         Dv = tl.load(D_ptr + d, mask=dmask, other=0.0)
+    bias = 0.0
     if HAS_BIAS:
         bias = tl.load(bias_ptr + d, mask=dmask, other=0.0)
     h = tl.zeros_like(A)
@@ -91,13 +111,10 @@ def _scan_fwd_kernel(
         t0 = c * CHUNK
         t1 = tl.minimum(t0 + CHUNK, L)
         for t in range(t0, t1):
-            u_t = tl.load(u_ptr + t * s_ul + b * s_ub + d * s_ud, mask=dmask, other=0.0)
-            dt = tl.load(dl_ptr + t * s_dl + b * s_db + d * s_dd, mask=dmask, other=0.0)
-            if HAS_BIAS:
-                dt = dt + bias
-            if SOFTPLUS:
-                dt = _softplus(dt)
-            B_t = tl.load(B_ptr + t * s_Bl + b * s_Bb + g * s_Bg + n * s_Bn, mask=nmask, other=0.0)
+            u_t, _, dt, B_t = _step_inputs(
+                u_ptr, dl_ptr, B_ptr, bias, t, b, d, g, n, dmask, nmask,
+                s_ul, s_ub, s_ud, s_dl, s_db, s_dd, s_Bl, s_Bb, s_Bg, s_Bn, HAS_BIAS, SOFTPLUS,
+            )
             C_t = tl.load(C_ptr + t * s_Cl + b * s_Cb + g * s_Cg + n * s_Cn, mask=nmask, other=0.0)
             h = tl.exp(dt[:, None] * A) * h + (dt * u_t)[:, None] * B_t[None, :]
             y_t = tl.sum(h * C_t[None, :], axis=1)
@@ -149,6 +166,7 @@ def _scan_bwd_kernel(
     A = tl.load(A_ptr + d[:, None] * N + n[None, :], mask=m2, other=0.0)
     if HAS_D:
         Dv = tl.load(D_ptr + d, mask=dmask, other=0.0)
+    bias = 0.0
     if HAS_BIAS:
         bias = tl.load(bias_ptr + d, mask=dmask, other=0.0)
     dh = tl.zeros_like(A)  # grad(h[t]) times exp(delta[t+1] A), carried backwards
@@ -167,27 +185,20 @@ def _scan_bwd_kernel(
         # Recompute the chunk's states into this program's scratch area.
         h = h0
         for t in range(t0, t1):
-            u_t = tl.load(u_ptr + t * s_ul + b * s_ub + d * s_ud, mask=dmask, other=0.0)
-            dt = tl.load(dl_ptr + t * s_dl + b * s_db + d * s_dd, mask=dmask, other=0.0)
-            if HAS_BIAS:
-                dt = dt + bias
-            if SOFTPLUS:
-                dt = _softplus(dt)
-            B_t = tl.load(B_ptr + t * s_Bl + b * s_Bb + g * s_Bg + n * s_Bn, mask=nmask, other=0.0)
+            u_t, _, dt, B_t = _step_inputs(
+                u_ptr, dl_ptr, B_ptr, bias, t, b, d, g, n, dmask, nmask,
+                s_ul, s_ub, s_ud, s_dl, s_db, s_dd, s_Bl, s_Bb, s_Bg, s_Bn, HAS_BIAS, SOFTPLUS,
+            )
             h = tl.exp(dt[:, None] * A) * h + (dt * u_t)[:, None] * B_t[None, :]
             tl.store(scratch + (t - t0) * (BLOCK_D * BLOCK_N) + tile, h)
         # The gradient recurrence, backwards through the chunk.
         for i in range(0, t1 - t0):
             t = t1 - 1 - i
             s = t - t0
-            u_t = tl.load(u_ptr + t * s_ul + b * s_ub + d * s_ud, mask=dmask, other=0.0)
-            dt_in = tl.load(dl_ptr + t * s_dl + b * s_db + d * s_dd, mask=dmask, other=0.0)
-            if HAS_BIAS:
-                dt_in = dt_in + bias
-            dt = dt_in
-            if SOFTPLUS:
-                dt = _softplus(dt_in)
-            B_t = tl.load(B_ptr + t * s_Bl + b * s_Bb + g * s_Bg + n * s_Bn, mask=nmask, other=0.0)
+            u_t, dt_in, dt, B_t = _step_inputs(
+                u_ptr, dl_ptr, B_ptr, bias, t, b, d, g, n, dmask, nmask,
+                s_ul, s_ub, s_ud, s_dl, s_db, s_dd, s_Bl, s_Bb, s_Bg, s_Bn, HAS_BIAS, SOFTPLUS,
+            )
             C_t = tl.load(C_ptr + t * s_Cl + b * s_Cb + g * s_Cg + n * s_Cn, mask=nmask, other=0.0)
             h_t = tl.load(scratch + s * (BLOCK_D * BLOCK_N) + tile)
             h_prev = h0
