@@ -136,6 +136,18 @@ def write_json(path, obj, indent=None) -> None:
     tmp.replace(path)
 
 
+def parse_settings(items) -> dict:
+    """``KEY=VALUE`` strings (a script's ``--set``) as a dict; values read as JSON where they are JSON."""
+    settings = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        try:
+            settings[key] = json.loads(value)
+        except json.JSONDecodeError:
+            settings[key] = value
+    return settings
+
+
 def add_data_path(parser, help: Optional[str] = None) -> None:
     """``--data-path`` (also ``--data_path``, RecBole's key): the folder of <dataset>/<dataset>.inter.
 

@@ -40,7 +40,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.common import RESULTS, add_data_path, device_name, spawn_worker, worker_main
+from benchmarks.common import RESULTS, add_data_path, device_name, parse_settings, spawn_worker, worker_main
 from recbole_hyper.data.atomic_files import ATOMIC_SUFFIXES, DatasetNotFoundError, inter_path, locate_inter
 from recbole_hyper.registry import BASELINES, MODELS
 from recbole_hyper.training.baselines import CAUSAL_BASELINES
@@ -301,13 +301,7 @@ def main():
     if args.worker:
         return worker_main(args.worker, run_cell)  # a cell counts as done once its file is complete
 
-    overrides = {}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        try:
-            overrides[key] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key] = value
+    overrides = parse_settings(args.set)
     out = Path(args.out).resolve()
     # Where the workers will look: their configuration, read from ``out`` (where they run);
     # RecBole's default data_path is dataset/.

@@ -27,7 +27,6 @@ with several values every plugin model runs once per backend.
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import os
 import statistics
@@ -40,6 +39,7 @@ from benchmarks.common import (
     RESULTS,
     DatasetStub,
     add_data_path,
+    parse_settings,
     run_metadata,
     spawn_worker,
     worker_main,
@@ -134,11 +134,13 @@ def measure_model(spec: dict) -> dict:
     overrides = {"MAX_ITEM_LIST_LENGTH": facts["L"], "show_progress": False, "train_mode": spec["train_mode"]}
     if spec.get("scan_backend"):
         overrides["scan_backend"] = spec["scan_backend"]
+    applied = {}
     if spec["model"] in MODELS:  # each model takes the settings it has
         from recbole_hyper.registry import get_model_class
 
         known = get_model_class(spec["model"]).hyper_parameters
-        overrides.update({k: v for k, v in (spec.get("settings") or {}).items() if k in known})
+        applied = {k: v for k, v in (spec.get("settings") or {}).items() if k in known}
+        overrides.update(applied)
     if spec.get("data_path"):
         overrides["data_path"] = spec["data_path"]
     config = PluginConfig(model=spec["model"], dataset=spec["dataset"], config_dict=overrides)
@@ -213,6 +215,7 @@ def measure_model(spec: dict) -> dict:
     step_s = statistics.median(times)
     return {
         "model": spec["model"],
+        "settings": applied,
         "train_mode": spec["train_mode"],
         "amp": spec["amp"],
         "step_s": step_s,
@@ -245,7 +248,7 @@ def main():
                         help="scan_backend of the plugin's models; several values: one row per backend")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="settings of the plugin's models, each given to the models that have it "
-                             "(values read as Python literals)")
+                             "(values read as JSON where they are JSON)")
     parser.add_argument("--out", default=None)
     parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -259,13 +262,7 @@ def main():
         facts = sample_batches(args, work)
         print(f"  {facts}", flush=True)
         rows = []
-        settings = {}
-        for item in args.set:
-            key, _, value = item.partition("=")
-            try:
-                settings[key] = ast.literal_eval(value)
-            except (ValueError, SyntaxError):
-                settings[key] = value
+        settings = parse_settings(args.set)
         runs = [
             (model, backend)
             for model in args.models
@@ -287,7 +284,6 @@ def main():
                 continue
             row["model"] = label
             row["scan_backend"] = backend
-            row["settings"] = settings
             rows.append(row)
             extra = f", graph {row['graph_share'] * 100:.0f}% of a step" if row["graph_share"] else ""
             print(
