@@ -28,6 +28,7 @@ the Mamba block calls it directly to avoid transposes.
 
 from __future__ import annotations
 
+import functools
 from typing import Optional, Tuple
 
 import torch
@@ -52,20 +53,14 @@ _DEFAULT_BLOCK_ELEMS = 1 << 20
 # three times slower, and long-range decays in the parallel form reach them.
 _MIN_LOG2_DECAY = -100.0
 
-_mamba_ssm_fn = None
-_mamba_ssm_checked = False
-
-
+@functools.lru_cache(maxsize=None)
 def _load_mamba_ssm():
-    global _mamba_ssm_fn, _mamba_ssm_checked
-    if not _mamba_ssm_checked:
-        _mamba_ssm_checked = True
-        try:
-            from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
-        except Exception:  # ImportError, or a broken CUDA build
-            selective_scan_fn = None
-        _mamba_ssm_fn = selective_scan_fn
-    return _mamba_ssm_fn
+    """mamba-ssm's ``selective_scan_fn``, or None; imported once."""
+    try:
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+    except Exception:  # ImportError, or a broken CUDA build
+        return None
+    return selective_scan_fn
 
 
 def mamba_ssm_available() -> bool:
@@ -73,20 +68,14 @@ def mamba_ssm_available() -> bool:
     return _load_mamba_ssm() is not None
 
 
-_triton_fn = None
-_triton_checked = False
-
-
+@functools.lru_cache(maxsize=None)
 def _load_triton():
-    global _triton_fn, _triton_checked
-    if not _triton_checked:
-        _triton_checked = True
-        try:
-            from recbole_hyper.ops.scan_triton import selective_scan_triton
-        except Exception:  # ImportError, or a Triton that cannot start here
-            selective_scan_triton = None
-        _triton_fn = selective_scan_triton
-    return _triton_fn
+    """Our Triton kernels' ``selective_scan_triton``, or None; imported once."""
+    try:
+        from recbole_hyper.ops.scan_triton import selective_scan_triton
+    except Exception:  # ImportError, or a Triton that cannot start here
+        return None
+    return selective_scan_triton
 
 
 def triton_available() -> bool:
@@ -538,6 +527,8 @@ def selective_scan_time_major(
     :func:`resolve_backend`); with ``output_at`` they compute every output and
     the one asked for is read off.
     """
+    if output_at is not None and return_last_state:
+        raise ValueError("return_last_state and output_at cannot be combined.")
     if backend == "triton":
         return _time_major_triton(
             u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, output_at
@@ -573,8 +564,6 @@ def selective_scan_time_major(
         C.to(compute),
     )
     if output_at is not None:
-        if return_last_state:
-            raise ValueError("return_last_state and output_at cannot be combined.")
         output_at = _check_output_at(output_at, u)
         y = _ScanAtPositionsFn.apply(*core, output_at, block_elems).reshape(batch, ED)
         return _skip_and_gate_at(y, uc, output_at, D, z, compute).to(out_dtype)
@@ -616,8 +605,6 @@ def _time_major_triton(u, delta, A, B, C, D, z, delta_bias, delta_softplus, retu
         resolve_backend("triton", u.device)  # raises the error that says what to install
     if output_at is None:
         return scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
-    if return_last_state:
-        raise ValueError("return_last_state and output_at cannot be combined.")
     output_at = _check_output_at(output_at, u)
     compute = torch.promote_types(u.dtype, torch.float32)
     y = scan(u.to(compute), delta, A, B, C, None, None, delta_bias, delta_softplus)
