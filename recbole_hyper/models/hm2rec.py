@@ -9,7 +9,9 @@ else is our documented reconstruction ([design], each behind a key):
    optionally learned: ``learn_curvature``), stored as a geoopt
    ``ManifoldParameter`` and stepped by geoopt's ``RiemannianAdam`` (the
    plugin's trainer gives the manifold parameters to it and everything else
-   to the configured optimiser; [design] no weight decay on the points).
+   to the configured optimiser; [design] no weight decay on the points;
+   [design] ``graph_lr_scale``: the nodes learn at that multiple of
+   ``learning_rate``, scheduled with the rest).
    They are mapped to the tangent space at the origin (log_o), propagated
    ``z^(l+1) = A_hat z^(l)`` (A_hat = D^-1/2 A D^-1/2) for ``gcn_layers``
    layers with a skip-sum, and mapped back (exp_o).  The geometry shapes
@@ -64,6 +66,8 @@ else is our documented reconstruction ([design], each behind a key):
 5. **Mixture of experts** in place of the feed-forward block: the layer of
    HyMoERec with routed experts only (E = 4, top-2), balance term off by
    default (``lambda_lb``); ``use_moe: False`` keeps Mamba4Rec's FFN.
+   [design] ``moe_shared_expert: True`` adds HyMoERec's dense shared expert
+   (output = shared FFN + routed mixture, no warm-up ramp).
 
 The rest follows Mamba4Rec (dropout then LayerNorm on the inputs, Mamba
 layers, CE over all items).  L2 regularisation (1e-6 in the summary) is
@@ -145,6 +149,7 @@ class HM2Rec(MambaSequentialRecommender):
         "max_tangent_norm": Param("float", "tangent norm clip before exp_o", low=0, low_open=True),
         "gcn_layers": Param("int", "graph convolution layers", low=0),
         "graph_init_std": Param("float", "std of the graph embeddings' normal init", low=0, low_open=True),
+        "graph_lr_scale": Param("float", "learning rate of the graph nodes, as a multiple of learning_rate", low=0),
         "use_vgae": Param("bool", "variational graph auto-encoder on the graph embeddings"),
         "vgae_weight": Param("float", "weight of the VGAE loss", low=0),
         "vgae_edges": Param("int", "training edges (and as many non-edges) per step", low=1),
@@ -162,6 +167,7 @@ class HM2Rec(MambaSequentialRecommender):
         "top_k": Param("int", "experts per token", low=1),
         "lambda_lb": Param("float", "weight of the load-balance term", low=0),
         "moe_router": Param("str", "router network", choices=("mlp", "linear")),
+        "moe_shared_expert": Param("bool", "a dense shared expert beside the routed ones"),
     }
 
     @classmethod
@@ -195,6 +201,7 @@ class HM2Rec(MambaSequentialRecommender):
         self.n_users = dataset.num(self.USER_ID)
         self.use_graph = config["use_graph"]
         self.fuse_init = config["fuse_init"]
+        self.graph_lr_scale = float(config["graph_lr_scale"])
         if self.use_graph:
             self.build_graph_branch(config, dataset)
         else:
@@ -245,6 +252,10 @@ class HM2Rec(MambaSequentialRecommender):
         if self.fuse is not None and self.fuse_init == "zero":
             nn.init.zeros_(self.fuse.weight)
 
+    def lr_scales(self) -> dict:
+        """``graph_lr_scale``: the graph nodes' learning rate relative to the others' (optimiser hook)."""
+        return {} if self.graph is None else {self.graph.weight: self.graph_lr_scale}
+
     def build_mixer(self, config, i):
         """RoPE-Mamba (``rope_mode: bc``) or Mamba."""
         common = self.mamba_kwargs(config)
@@ -261,7 +272,8 @@ class HM2Rec(MambaSequentialRecommender):
             d, 4 * d, self.dropout_prob,
             n_experts=config["n_experts"],
             top_k=config["top_k"],
-            shared_expert=False,
+            shared_expert=config["moe_shared_expert"],
+            fusion="sum",
             lambda_lb=config["lambda_lb"],
             router=config["moe_router"],
             eps=self.layer_norm_eps,

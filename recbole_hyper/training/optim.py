@@ -116,17 +116,43 @@ def _project_points(optimizer, args, kwargs) -> None:
                 p.copy_(p.manifold.projx(p))
 
 
+def _lr_scales(model: torch.nn.Module) -> dict:
+    """``{id(parameter): scale}`` from the model's ``lr_scales()`` hook (scales other than 1)."""
+    hook = getattr(model, "lr_scales", None)
+    scales = hook() if callable(hook) else {}
+    return {id(p): float(s) for p, s in scales.items() if float(s) != 1.0}
+
+
+def _groups(params: list, scales: dict, learning_rate: float) -> list:
+    """``params`` as they are when none is scaled, else param groups with their own ``lr``."""
+    if not any(id(p) in scales for p in params):
+        return params
+    plain = [p for p in params if id(p) not in scales]
+    groups = [{"params": plain}] if plain else []
+    for scale in sorted({scales[id(p)] for p in params if id(p) in scales}):
+        chosen = [p for p in params if scales.get(id(p)) == scale]
+        groups.append({"params": chosen, "lr": learning_rate * scale})
+    return groups
+
+
 def build_optimizer(model: torch.nn.Module, build: Callable, learning_rate: float):
     """The optimiser for ``model``: ``build(params)`` alone, or joint with RiemannianAdam.
 
-    ``build`` makes the configured optimiser for a list of parameters.  The
-    manifold parameters get ``RiemannianAdam`` at the same learning rate
-    (scheduled with the rest) and no weight decay: an L2 pull towards the
-    coordinate origin is not a pull towards the hyperboloid's origin.
+    ``build`` makes the configured optimiser for a list of parameters (or of
+    param groups).  The manifold parameters get ``RiemannianAdam`` at the same
+    learning rate (scheduled with the rest) and no weight decay: an L2 pull
+    towards the coordinate origin is not a pull towards the hyperboloid's
+    origin.  A model may name parameters that learn at a multiple of the
+    learning rate (``lr_scales()``: ``{parameter: scale}``, e.g. HM2Rec's
+    ``graph_lr_scale``); they get their own param group, whose ``lr`` any
+    schedule then scales like the others'.
     """
+    scales = _lr_scales(model)
     on, off = manifold_parameters(model.parameters())
     if not on:
-        return build(list(model.parameters()))  # exactly RecBole's optimiser
-    riemannian = RiemannianAdam(on, lr=learning_rate, weight_decay=0.0)
+        if not scales:
+            return build(list(model.parameters()))  # exactly RecBole's optimiser
+        return build(_groups(off, scales, learning_rate))
+    riemannian = RiemannianAdam(_groups(on, scales, learning_rate), lr=learning_rate, weight_decay=0.0)
     riemannian.register_step_pre_hook(_project_points)
-    return JointOptimizer([build(off), riemannian]) if off else riemannian
+    return JointOptimizer([build(_groups(off, scales, learning_rate)), riemannian]) if off else riemannian

@@ -319,3 +319,70 @@ def test_is_training_edge_matches_the_edge_set(ml100k):
     want = torch.tensor([(u, i) in edge_set for u, i in zip(users.tolist(), items.tolist())])
     assert want[:2500].all() and not want[2500:].all()
     assert torch.equal(model.is_training_edge(users, items), want)
+
+
+@pytest.mark.parametrize("geometry", ["euclidean", "tangent", "manifold"])
+def test_graph_lr_scale_sets_the_nodes_step_size(tiny_dataset, geometry):
+    """Adam's first step moves a parameter by lr * g / (|g| + eps), about lr wherever g != 0;
+    with graph_lr_scale the node table moves by scale * lr and every other parameter by lr."""
+    settings = {"euclidean": {"use_hyperbolic": False}, "tangent": {"graph_parameters": "tangent"},
+                "manifold": {}}[geometry]
+    lr, scale = 0.01, 0.25
+    moved = {}
+    for s in (1.0, scale):
+        config, _, train, _, _ = tiny("HM2Rec", tiny_dataset, hidden_size=8, d_state=4, vgae_edges=16,
+                                      graph_lr_scale=s, **settings)
+        torch.manual_seed(0)
+        model = HM2Rec(config, train._dataset)
+        opt = build_optimizer(model, lambda params: torch.optim.Adam(params, lr=lr), lr)
+        before = {name: p.detach().clone() for name, p in model.named_parameters()}
+        torch.manual_seed(1)
+        sum(model.calculate_loss(next(iter(train)))).backward()
+        opt.step()
+        after = dict(model.named_parameters())
+        if geometry == "manifold":  # a Riemannian step: compare the distance travelled on the hyperboloid
+            dist = model.lorentz.manifold.dist(before["graph.weight"], after["graph.weight"].detach())
+            moved[s] = dist.max().item()
+        else:
+            moved[s] = (after["graph.weight"].detach() - before["graph.weight"]).abs().max().item()
+        other = (after["fuse.weight"].detach() - before["fuse.weight"]).abs().max().item()
+        assert other == pytest.approx(lr, rel=1e-3)  # the rest learns at the configured rate
+    if geometry == "manifold":
+        assert moved[scale] / moved[1.0] == pytest.approx(scale, rel=0.05)
+    else:
+        assert moved[1.0] == pytest.approx(lr, rel=1e-3)
+        assert moved[scale] == pytest.approx(scale * lr, rel=1e-3)
+
+
+def test_graph_lr_scale_survives_the_learning_rate_schedule(tiny_dataset):
+    """The trainer's schedule multiplies each group's own initial rate: the ratio stays."""
+    from recbole_hyper.training.trainer import PluginTrainer
+
+    config, _, train, _, _ = tiny("HM2Rec", tiny_dataset, hidden_size=8, d_state=4, vgae_edges=16,
+                                  graph_parameters="tangent", graph_lr_scale=0.1, learning_rate=0.01,
+                                  lr_schedule="cosine", epochs=2)
+    model = HM2Rec(config, train._dataset)
+    trainer = PluginTrainer(config, model)
+    trainer._train_epoch(train, 0)
+    lrs = sorted(group["lr"] for group in trainer.optimizer.param_groups)
+    assert len(lrs) == 2 and lrs[0] < 0.1 * 0.01  # decayed ...
+    assert lrs[0] / lrs[1] == pytest.approx(0.1, rel=1e-9)  # ... at the same ratio
+
+
+def test_shared_expert_adds_a_dense_ffn_to_the_mixture(tiny_dataset):
+    """With the routed experts silenced, the block is LayerNorm(x + shared(x)) with the shared
+    expert and LayerNorm(x) without it; off by default (no shared parameters)."""
+    x = torch.randn(3, 5, 8, generator=torch.Generator().manual_seed(0))
+    for shared in (False, True):
+        config, _, train, _, _ = tiny("HM2Rec", tiny_dataset, hidden_size=8, d_state=4, use_graph=False,
+                                      moe_shared_expert=shared)
+        block = HM2Rec(config, train._dataset).eval().mamba_layers[0].ffn
+        assert (block.shared is not None) == shared
+        with torch.no_grad():
+            for expert in block.experts:
+                expert.w_2.weight.zero_()
+                expert.w_2.bias.zero_()
+            dense = block.shared.w_2(torch.nn.functional.gelu(block.shared.w_1(x))) if shared else 0
+            torch.testing.assert_close(block(x), block.LayerNorm(x + dense))
+    config, _, train, _, _ = tiny("HM2Rec", tiny_dataset, hidden_size=8, d_state=4)
+    assert not any(".shared." in name for name in HM2Rec(config, train._dataset).state_dict())
