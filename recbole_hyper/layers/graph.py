@@ -199,10 +199,13 @@ class VGAE(nn.Module):
         self.log_sigma = nn.Linear(d_in, d_latent, bias=False)
 
     def encode(self, adjacency: torch.Tensor, x: torch.Tensor):
-        """(mu, log_sigma) of every node: one GCN layer each, A_hat X W."""
-        both = propagate(adjacency, torch.cat([self.mu(x), self.log_sigma(x)], dim=-1))
-        mu, log_sigma = both.chunk(2, dim=-1)
-        return mu, log_sigma.clamp(-10.0, 10.0)
+        """(mu, log_sigma) of every node: one GCN layer each, A_hat X W.
+
+        Computed as (A_hat X) W: one sparse product of the d_in-wide input for both
+        heads, where A_hat (X [W_mu, W_sigma]) would take one of twice the latent width.
+        """
+        ax = propagate(adjacency, x)
+        return self.mu(ax), self.log_sigma(ax).clamp(-10.0, 10.0)
 
     @staticmethod
     def sample(mu: torch.Tensor, log_sigma: torch.Tensor, training: bool) -> torch.Tensor:

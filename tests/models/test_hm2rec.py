@@ -86,6 +86,24 @@ def test_vgae_kl_matches_hand_computation():
     assert VGAE.kl(mu, log_sigma).item() == pytest.approx(total / 3, rel=1e-12)
 
 
+def test_vgae_encoder_is_one_gcn_layer_per_head():
+    """mu = A_hat X W_mu and log sigma = clamp(A_hat X W_sigma, -10, 10), against dense float64 products."""
+    g = torch.Generator().manual_seed(0)
+    edges = np.array([[0, 0], [0, 2], [1, 1], [2, 0], [2, 2], [3, 1]])
+    adjacency = normalized_adjacency(edges, 4, 3)
+    dense = adjacency.to_dense().double()
+    vgae = VGAE(5, 3)
+    with torch.no_grad():
+        vgae.log_sigma.weight.mul_(40.0)  # some entries past the clamp
+    x = torch.randn(7, 5, generator=g)
+    mu, log_sigma = vgae.encode(adjacency, x)
+    want_mu = dense @ x.double() @ vgae.mu.weight.double().T
+    want_ls = (dense @ x.double() @ vgae.log_sigma.weight.double().T).clamp(-10, 10)
+    assert (want_ls.abs() == 10).any()
+    torch.testing.assert_close(mu.double(), want_mu, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(log_sigma.double(), want_ls, rtol=1e-5, atol=1e-5)
+
+
 def test_vgae_reconstruction_and_negative_sampling(ml100k):
     config, data, train, _, _ = ml100k
     model = HM2Rec(config, train._dataset)
