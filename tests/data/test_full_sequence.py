@@ -123,7 +123,7 @@ def test_full_sequence_defaults_apply_only_in_that_mode(tiny_dataset, in_tmp):
     common = {
         "data_path": tiny_dataset,
         "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
-        "full_sequence_defaults": {"train_batch_size": 7, "learning_rate": 0.004},
+        "full_sequence_defaults": {"train_batch_size": 7, "learning_rate": 0.004, "num_layers": 3},
     }
 
     def config(**cfg):
@@ -131,10 +131,13 @@ def test_full_sequence_defaults_apply_only_in_that_mode(tiny_dataset, in_tmp):
 
     full = config(train_mode="full_sequence")
     assert (full["train_batch_size"], full["learning_rate"]) == (7, 0.004)
+    assert full["num_layers"] == 3  # a model key there wins over the model's yaml ...
     augmented = config(train_mode="augmented")
     assert (augmented["train_batch_size"], augmented["learning_rate"]) == (2048, 0.001)
+    assert augmented["num_layers"] == 1  # ... in that mode only
     mine = config(train_mode="full_sequence", learning_rate=0.01)
     assert (mine["train_batch_size"], mine["learning_rate"]) == (7, 0.01)  # the user's own value wins
+    assert config(train_mode="full_sequence", num_layers=2)["num_layers"] == 2
 
 
 @pytest.mark.parametrize(
