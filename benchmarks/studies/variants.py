@@ -72,37 +72,51 @@ class Study:
     dataset_settings: Dict[str, Tuple[str, ...]] = field(default_factory=dict)
 
 
-_M4R_AS_HM2REC = ("use_graph=false", "rope_mode=none", "use_moe=false")
+def against_first(variants: Dict[str, Variant]) -> Dict[str, Tuple[str, ...]]:
+    """Every variant after the first tested against the first."""
+    first, *rest = variants
+    return {tag: (first,) for tag in rest}
 
-LADDER = Study(
-    "From Mamba4Rec to HM2Rec, one component at a time",
-    {
-        "l0_mamba4rec": Variant("Mamba4Rec (HM2Rec with graph, RoPE, MoE off)", "HM2Rec", _M4R_AS_HM2REC),
-        "l1_moe": Variant("+ MoE", "HM2Rec", ("use_graph=false", "rope_mode=none")),
-        "l2_rope": Variant("+ RoPE", "HM2Rec", ("use_graph=false",)),
-        "l3_graph": Variant("+ graph branch, Euclidean", "HM2Rec", ("use_hyperbolic=false", "use_vgae=false")),
-        "l4_hyperbolic": Variant("+ hyperbolic", "HM2Rec", ("use_vgae=false",)),
-        "l5_vgae": Variant("+ VGAE (= HM2Rec)", "HM2Rec"),
-    },
-    {
-        "l1_moe": ("l0_mamba4rec",),
-        "l2_rope": ("l1_moe", "l0_mamba4rec"),
-        "l3_graph": ("l2_rope", "l0_mamba4rec"),
-        "l4_hyperbolic": ("l3_graph", "l0_mamba4rec"),
-        "l5_vgae": ("l4_hyperbolic", "l0_mamba4rec"),
-    },
-)
+
+def ladder_against(variants: Dict[str, Variant]) -> Dict[str, Tuple[str, ...]]:
+    """Every rung tested against the one before it and (from the third on) the first."""
+    tags = list(variants)
+    return {tag: tuple(dict.fromkeys((before, tags[0]))) for before, tag in zip(tags, tags[1:])}
+
+
+_M4R_AS_HM2REC = ("use_graph=false", "rope_mode=none", "use_moe=false")
+_LADDER = {
+    "l0_mamba4rec": Variant("Mamba4Rec (HM2Rec with graph, RoPE, MoE off)", "HM2Rec", _M4R_AS_HM2REC),
+    "l1_moe": Variant("+ MoE", "HM2Rec", ("use_graph=false", "rope_mode=none")),
+    "l2_rope": Variant("+ RoPE", "HM2Rec", ("use_graph=false",)),
+    "l3_graph": Variant("+ graph branch, Euclidean", "HM2Rec", ("use_hyperbolic=false", "use_vgae=false")),
+    "l4_hyperbolic": Variant("+ hyperbolic", "HM2Rec", ("use_vgae=false",)),
+    "l5_vgae": Variant("+ VGAE (= HM2Rec)", "HM2Rec"),
+}
+_ABLATION = {
+    "full": Variant("HM2Rec (full)", "HM2Rec"),
+    "no_hyperbolic": Variant("w/o hyperbolic", "HM2Rec", ("use_hyperbolic=false",)),
+    "no_vgae": Variant("w/o VGAE", "HM2Rec", ("use_vgae=false",)),
+    "no_rope": Variant("w/o RoPE", "HM2Rec", ("rope_mode=none",)),
+    "no_moe": Variant("w/o MoE", "HM2Rec", ("use_moe=false",)),
+}
+_HM2REC_DESIGN = {
+    "default": Variant("HM2Rec (defaults)", "HM2Rec"),
+    "fuse_zero": Variant("fuse_init: zero", "HM2Rec", ("fuse_init=zero",)),
+    "tangent": Variant("graph_parameters: tangent", "HM2Rec", ("graph_parameters=tangent",)),
+    "graph_lr10": Variant("graph_lr_scale: 10", "HM2Rec", ("graph_lr_scale=10",)),
+    "graph_lr01": Variant("graph_lr_scale: 0.1", "HM2Rec", ("graph_lr_scale=0.1",)),
+    "vgae_w001": Variant("vgae_weight: 0.01", "HM2Rec", ("vgae_weight=0.01",)),
+    "no_margin": Variant("graph_loss: none", "HM2Rec", ("graph_loss=none",)),
+    "shared_expert": Variant("moe_shared_expert: True", "HM2Rec", ("moe_shared_expert=true",)),
+}
+
+LADDER = Study("From Mamba4Rec to HM2Rec, one component at a time", _LADDER, ladder_against(_LADDER))
 
 ABLATION = Study(
     "HM2Rec without one component at a time",
-    {
-        "full": Variant("HM2Rec (full)", "HM2Rec"),
-        "no_hyperbolic": Variant("w/o hyperbolic", "HM2Rec", ("use_hyperbolic=false",)),
-        "no_vgae": Variant("w/o VGAE", "HM2Rec", ("use_vgae=false",)),
-        "no_rope": Variant("w/o RoPE", "HM2Rec", ("rope_mode=none",)),
-        "no_moe": Variant("w/o MoE", "HM2Rec", ("use_moe=false",)),
-    },
-    {tag: ("full",) for tag in ("no_hyperbolic", "no_vgae", "no_rope", "no_moe")},
+    _ABLATION,
+    against_first(_ABLATION),
     configs=("cpu.yaml", "ablations.yaml"),
     # HM2Rec propagates the whole graph at every step, so its epoch time is set by the number
     # of steps: on amazon-beauty 256 windows per batch at twice the rate, 4 epochs.
@@ -111,21 +125,7 @@ ABLATION = Study(
     },
 )
 
-HM2REC_DESIGN = Study(
-    "HM2Rec's [design] switches, one at a time",
-    {
-        "default": Variant("HM2Rec (defaults)", "HM2Rec"),
-        "fuse_zero": Variant("fuse_init: zero", "HM2Rec", ("fuse_init=zero",)),
-        "tangent": Variant("graph_parameters: tangent", "HM2Rec", ("graph_parameters=tangent",)),
-        "graph_lr10": Variant("graph_lr_scale: 10", "HM2Rec", ("graph_lr_scale=10",)),
-        "graph_lr01": Variant("graph_lr_scale: 0.1", "HM2Rec", ("graph_lr_scale=0.1",)),
-        "vgae_w001": Variant("vgae_weight: 0.01", "HM2Rec", ("vgae_weight=0.01",)),
-        "no_margin": Variant("graph_loss: none", "HM2Rec", ("graph_loss=none",)),
-        "shared_expert": Variant("moe_shared_expert: True", "HM2Rec", ("moe_shared_expert=true",)),
-    },
-    {tag: ("default",) for tag in
-     ("fuse_zero", "tangent", "graph_lr10", "graph_lr01", "vgae_w001", "no_margin", "shared_expert")},
-)
+HM2REC_DESIGN = Study("HM2Rec's [design] switches, one at a time", _HM2REC_DESIGN, against_first(_HM2REC_DESIGN))
 
 HMAMBA = Study(
     "HMamba's variants against Mamba4Rec",
@@ -168,12 +168,12 @@ def cell_tag(tag: str, suffix: str) -> str:
 def commands(study: Study, args) -> List[Tuple[str, List[str]]]:
     """(description, argv) of every cell, seed by seed so that an interrupted study has
     every variant of its first seeds."""
+    python, _ = module_command("benchmarks.grid.run_grid")
     out = []
     for dataset in args.datasets:
         for seed in args.seeds:
             for tag in args.variants or study.variants:
                 variant = study.variants[tag]
-                python, _ = module_command("benchmarks.grid.run_grid")
                 cmd = [
                     *python, "--datasets", dataset, "--models", variant.model, "--modes", "full_sequence",
                     "--seeds", str(seed), "--tag", cell_tag(tag, args.suffix), "--out", str(args.out / "runs"),
@@ -194,13 +194,13 @@ def commands(study: Study, args) -> List[Tuple[str, List[str]]]:
 
 
 def run(study: Study, args) -> int:
+    _, env = module_command("benchmarks.grid.run_grid")
     failed = 0
     for description, cmd in commands(study, args):
         print(f"== {description}", flush=True)
         if args.dry_run:
             print(" ".join(cmd))
             continue
-        _, env = module_command("benchmarks.grid.run_grid")
         failed += subprocess.run(cmd, env=env).returncode != 0
     return 1 if failed else 0
 
