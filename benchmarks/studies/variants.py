@@ -288,9 +288,9 @@ def report(study: Study, args) -> int:
         print(f"error: no runs of this study under {args.out / 'runs'}", file=sys.stderr)
         return 2
     text = markdown(study, summary)
-    name = f"table_{args.suffix}" if args.suffix else "table"
-    (args.out / f"{name}.md").write_text(text + "\n")
-    (args.out / f"{name.replace('table', 'summary')}.json").write_text(json.dumps(summary, indent=1) + "\n")
+    end = f"_{args.suffix}" if args.suffix else ""
+    (args.out / f"table{end}.md").write_text(text + "\n")
+    (args.out / f"summary{end}.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(text)
     return 0
 
